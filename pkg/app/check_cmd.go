@@ -1,0 +1,101 @@
+package app
+
+import (
+	"fmt"
+	"os"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/node-doctor/node-doctor/pkg/check"
+	"github.com/node-doctor/node-doctor/pkg/report"
+	"github.com/node-doctor/node-doctor/pkg/version"
+)
+
+func newCheckCommand(g *globals) *cobra.Command {
+	var output, color string
+	var verbose, list bool
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Run every enabled check once and print a report",
+		Long: `Run every enabled check once, concurrently, each with its own timeout, and
+print what is wrong on this node and how to fix it. Only reads; changes nothing.
+
+Exit code: 0 healthy, 1 a problem was found or a check could not run,
+2 node-doctor itself failed (bad flags or config).`,
+		Example: `  node-doctor check
+  node-doctor check -o json | jq '.results[] | select(.status != "ok")'
+  node-doctor check --only hairpin,ip-forward --verbose
+  node-doctor check --host-root /host     # in a pod with the host mounted at /host`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch output {
+			case "table", "json", "yaml":
+			default:
+				return &exitError{ExitFailure, fmt.Errorf("--output %q is not one of table, json, yaml", output)}
+			}
+			switch color {
+			case "auto", "always", "never":
+			default:
+				return &exitError{ExitFailure, fmt.Errorf("--color %q is not one of auto, always, never", color)}
+			}
+			s, err := g.setup(cmd.Flags(), cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if list {
+				return listChecks(cmd, s.defs)
+			}
+			results := check.NewRunner(s.defs, nil, nil).RunOnce(cmd.Context())
+			node, _ := os.Hostname()
+			v, _ := version.Get()
+			rep := report.New(node, v, timeNow(), results)
+			out := cmd.OutOrStdout()
+			switch output {
+			case "json":
+				err = report.WriteJSON(out, rep)
+			case "yaml":
+				err = report.WriteYAML(out, rep)
+			default:
+				err = report.WriteTable(out, rep, report.TableOptions{Color: useColor(color, out), Verbose: verbose})
+			}
+			if err != nil {
+				return &exitError{ExitFailure, fmt.Errorf("write report: %w", err)}
+			}
+			if !rep.Healthy() {
+				return &exitError{ExitProblems, nil}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&output, "output", "o", "table", "output format: table, json or yaml")
+	f.StringVar(&color, "color", "auto", "colour the table: auto (only on a terminal, and not when NO_COLOR is set), always or never")
+	f.BoolVarP(&verbose, "verbose", "v", false, "show every finding with its details, healthy ones too")
+	f.BoolVar(&list, "list", false, "list the checks that would run, and exit")
+	return cmd
+}
+
+func useColor(mode string, w any) bool {
+	switch mode {
+	case "always":
+		return true
+	case "never":
+		return false
+	}
+	if os.Getenv("NO_COLOR") != "" {
+		return false
+	}
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func listChecks(cmd *cobra.Command, defs []*check.Definition) error {
+	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CHECK\tAREA\tINTERVAL\tTIMEOUT\tDESCRIPTION")
+	for _, d := range defs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Name, d.Area, d.Interval, d.Timeout, d.Description)
+	}
+	return tw.Flush()
+}

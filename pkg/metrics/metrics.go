@@ -1,0 +1,139 @@
+// Package metrics exposes check results as Prometheus metrics on the agent's
+// own registry.
+package metrics
+
+import (
+	"errors"
+	"runtime"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/node-doctor/node-doctor/pkg/check"
+	"github.com/node-doctor/node-doctor/pkg/version"
+)
+
+const namespace = "node_doctor"
+
+var (
+	statusDesc = prometheus.NewDesc(namespace+"_check_status",
+		"Outcome of the latest run of a check: 1 for its current status, 0 for the others.",
+		[]string{"check", "status"}, nil)
+	findingsDesc = prometheus.NewDesc(namespace+"_findings",
+		"Findings of warning or problem severity in the latest run of a check.",
+		[]string{"check", "condition", "reason", "severity"}, nil)
+	lastRunDesc = prometheus.NewDesc(namespace+"_check_last_run_timestamp_seconds",
+		"When the latest run of a check started, as a Unix time.",
+		[]string{"check"}, nil)
+)
+
+// Reporter records results into Prometheus metrics. It implements
+// check.Reporter and prometheus.Collector.
+type Reporter struct {
+	Registry *prometheus.Registry
+
+	duration *prometheus.HistogramVec
+	errs     *prometheus.CounterVec
+	timeouts *prometheus.CounterVec
+	skipped  *prometheus.CounterVec
+
+	mu   sync.Mutex
+	last map[string]check.Result
+}
+
+// New builds a registry holding the check metrics, build info and the Go and
+// process collectors, with series for every check in defs present from the
+// start.
+func New(defs []*check.Definition) *Reporter {
+	r := &Reporter{
+		Registry: prometheus.NewRegistry(),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "check_duration_seconds",
+			Help:    "How long check runs took.",
+			Buckets: []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 30},
+		}, []string{"check"}),
+		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "check_errors_total",
+			Help: "Check runs that could not complete (errors, timeouts, skips).",
+		}, []string{"check"}),
+		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "check_timeouts_total",
+			Help: "Check runs abandoned because they outlived their timeout.",
+		}, []string{"check"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "check_skipped_total",
+			Help: "Check runs skipped because the previous run had not returned.",
+		}, []string{"check"}),
+		last: map[string]check.Result{},
+	}
+	for _, d := range defs {
+		r.duration.WithLabelValues(d.Name)
+		r.errs.WithLabelValues(d.Name)
+		r.timeouts.WithLabelValues(d.Name)
+		r.skipped.WithLabelValues(d.Name)
+	}
+	v, rev := version.Get()
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "build_info",
+		Help:        "A metric with a constant 1 value labelled by node-doctor's version.",
+		ConstLabels: prometheus.Labels{"version": v, "revision": rev, "goversion": runtime.Version()},
+	})
+	buildInfo.Set(1)
+	r.Registry.MustRegister(r, r.duration, r.errs, r.timeouts, r.skipped, buildInfo,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return r
+}
+
+// Report records one result.
+func (r *Reporter) Report(res check.Result) {
+	r.duration.WithLabelValues(res.Check).Observe(res.Duration.Seconds())
+	if res.Status == check.StatusError {
+		r.errs.WithLabelValues(res.Check).Inc()
+		switch {
+		case errors.Is(res.Err, check.ErrTimeout):
+			r.timeouts.WithLabelValues(res.Check).Inc()
+		case errors.Is(res.Err, check.ErrStillRunning):
+			r.skipped.WithLabelValues(res.Check).Inc()
+		}
+	}
+	r.mu.Lock()
+	r.last[res.Check] = res
+	r.mu.Unlock()
+}
+
+// Describe sends the descriptors of the result-derived metrics.
+func (r *Reporter) Describe(ch chan<- *prometheus.Desc) {
+	ch <- statusDesc
+	ch <- findingsDesc
+	ch <- lastRunDesc
+}
+
+// Collect emits the metrics derived from the latest result of each check, so
+// that findings that went away leave no stale series.
+func (r *Reporter) Collect(ch chan<- prometheus.Metric) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	type key struct{ check, cond, reason, sev string }
+	for name, res := range r.last {
+		for _, s := range check.Statuses {
+			v := 0.0
+			if s == res.Status {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(statusDesc, prometheus.GaugeValue, v, name, string(s))
+		}
+		ch <- prometheus.MustNewConstMetric(lastRunDesc, prometheus.GaugeValue, float64(res.Start.UnixNano())/1e9, name)
+		counts := map[key]int{}
+		for _, f := range res.Findings {
+			if f.Severity == check.SeverityOK {
+				continue
+			}
+			counts[key{name, f.Condition, f.Reason, f.Severity.String()}]++
+		}
+		for k, n := range counts {
+			ch <- prometheus.MustNewConstMetric(findingsDesc, prometheus.GaugeValue, float64(n), k.check, k.cond, k.reason, k.sev)
+		}
+	}
+}

@@ -1,0 +1,190 @@
+// Package report renders check results for a person at a terminal (a table
+// grouped by area) or for scripts (JSON, YAML).
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/node-doctor/node-doctor/pkg/check"
+)
+
+// Summary counts checks by status.
+type Summary struct {
+	OK            int `json:"ok" yaml:"ok"`
+	Warning       int `json:"warning" yaml:"warning"`
+	Problem       int `json:"problem" yaml:"problem"`
+	Error         int `json:"error" yaml:"error"`
+	NotApplicable int `json:"not_applicable" yaml:"not_applicable"`
+}
+
+// Report is one run of node-doctor check.
+type Report struct {
+	Node    string         `json:"node" yaml:"node"`
+	Time    time.Time      `json:"time" yaml:"time"`
+	Version string         `json:"version" yaml:"version"`
+	Summary Summary        `json:"summary" yaml:"summary"`
+	Results []check.Result `json:"results" yaml:"results"`
+}
+
+// New builds a report and its summary.
+func New(node, version string, at time.Time, results []check.Result) Report {
+	r := Report{Node: node, Version: version, Time: at.UTC(), Results: results}
+	if r.Results == nil {
+		r.Results = []check.Result{}
+	}
+	for _, res := range results {
+		switch res.Status {
+		case check.StatusOK:
+			r.Summary.OK++
+		case check.StatusWarning:
+			r.Summary.Warning++
+		case check.StatusProblem:
+			r.Summary.Problem++
+		case check.StatusError:
+			r.Summary.Error++
+		case check.StatusNotApplicable:
+			r.Summary.NotApplicable++
+		}
+	}
+	return r
+}
+
+// Healthy is true when no check found a problem or failed to run.
+func (r Report) Healthy() bool { return r.Summary.Problem == 0 && r.Summary.Error == 0 }
+
+// WriteJSON writes the report as indented JSON.
+func WriteJSON(w io.Writer, r Report) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// WriteYAML writes the report as YAML.
+func WriteYAML(w io.Writer, r Report) error {
+	enc := yaml.NewEncoder(w)
+	enc.SetIndent(2)
+	if err := enc.Encode(r); err != nil {
+		return err
+	}
+	return enc.Close()
+}
+
+// TableOptions tunes the human report.
+type TableOptions struct {
+	Color bool
+	// Verbose shows every finding, including healthy ones of checks that also
+	// found problems, and finding details.
+	Verbose bool
+}
+
+var statusLabel = map[check.Status]string{
+	check.StatusOK:            "OK",
+	check.StatusWarning:       "WARNING",
+	check.StatusProblem:       "PROBLEM",
+	check.StatusError:         "ERROR",
+	check.StatusNotApplicable: "N/A",
+}
+
+// All codes are five bytes so tabwriter columns stay aligned.
+var statusColor = map[check.Status]string{
+	check.StatusOK:            "\x1b[32m",
+	check.StatusWarning:       "\x1b[33m",
+	check.StatusProblem:       "\x1b[31m",
+	check.StatusError:         "\x1b[35m",
+	check.StatusNotApplicable: "\x1b[90m",
+}
+
+const colorReset = "\x1b[0m"
+
+// WriteTable writes a table grouped by area, one row per finding.
+func WriteTable(w io.Writer, r Report, o TableOptions) error {
+	fmt.Fprintf(w, "node-doctor %s report for node %s at %s\n", r.Version, r.Node, r.Time.Format(time.RFC3339))
+	var areas []string
+	byArea := map[string][]check.Result{}
+	for _, res := range r.Results {
+		if _, ok := byArea[res.Area]; !ok {
+			areas = append(areas, res.Area)
+		}
+		byArea[res.Area] = append(byArea[res.Area], res)
+	}
+	for _, area := range areas {
+		fmt.Fprintf(w, "\n%s\n", strings.ToUpper(area))
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  STATUS\tCHECK\tREASON\tMESSAGE")
+		for _, res := range byArea[area] {
+			for _, row := range rows(res, o.Verbose) {
+				st := statusLabel[row.status]
+				if o.Color {
+					st = statusColor[row.status] + st + colorReset
+				}
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", st, res.Check, row.reason, row.message)
+			}
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	s := r.Summary
+	fmt.Fprintf(w, "\n%d checks: %d ok, %d warning, %d problem, %d error, %d not applicable\n",
+		len(r.Results), s.OK, s.Warning, s.Problem, s.Error, s.NotApplicable)
+	return nil
+}
+
+type row struct {
+	status          check.Status
+	reason, message string
+}
+
+func rows(res check.Result, verbose bool) []row {
+	switch res.Status {
+	case check.StatusError:
+		return []row{{res.Status, "-", "could not run: " + oneLine(res.Err.Error())}}
+	case check.StatusNotApplicable:
+		return []row{{res.Status, "-", res.NotApplicable}}
+	}
+	if len(res.Findings) == 0 {
+		return []row{{res.Status, "-", "no problems found"}}
+	}
+	var out []row
+	for _, f := range res.Findings {
+		if !verbose && res.Status != check.StatusOK && f.Severity == check.SeverityOK {
+			continue
+		}
+		msg := f.Message
+		if !f.Object.IsNode() {
+			msg = f.Object.String() + ": " + msg
+		}
+		if verbose && len(f.Details) > 0 {
+			msg += " " + details(f.Details)
+		}
+		out = append(out, row{findingStatus(f.Severity), f.Reason, oneLine(msg)})
+	}
+	return out
+}
+
+func findingStatus(s check.Severity) check.Status {
+	switch s {
+	case check.SeverityProblem:
+		return check.StatusProblem
+	case check.SeverityWarning:
+		return check.StatusWarning
+	}
+	return check.StatusOK
+}
+
+func details(d map[string]string) string {
+	b, _ := json.Marshal(d) // sorted keys, never fails for map[string]string
+	return string(b)
+}
+
+// oneLine keeps a table row on one line whatever a message holds.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
