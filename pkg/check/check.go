@@ -22,6 +22,14 @@ type Func func(ctx context.Context) ([]Finding, error)
 // Run calls f.
 func (f Func) Run(ctx context.Context) ([]Finding, error) { return f(ctx) }
 
+// Starter is implemented by checks that watch a stream in the background
+// (e.g. a log) and report what they saw when run. The agent starts them once
+// before the first run; the one-shot report does not, so Run must also work
+// unstarted.
+type Starter interface {
+	Start(ctx context.Context) error
+}
+
 // Validator is implemented by check settings that need range checks.
 type Validator interface {
 	Validate() error

@@ -72,8 +72,16 @@ func (r *Runner) RunOnce(ctx context.Context) []Result {
 	return out
 }
 
-// Run runs each check at once and then on its interval until ctx is done.
+// Run starts background checks, then runs each check at once and then on
+// its interval until ctx is done.
 func (r *Runner) Run(ctx context.Context) error {
+	for _, d := range r.defs {
+		if s, ok := d.Check.(Starter); ok {
+			if err := s.Start(ctx); err != nil {
+				return fmt.Errorf("start check %s: %w", d.Name, err)
+			}
+		}
+	}
 	r.markStarted()
 	var wg sync.WaitGroup
 	for _, d := range r.defs {
