@@ -179,7 +179,7 @@ func TestBridgeNetfilter(t *testing.T) {
 			msg: "bridge cni0",
 		},
 		"ipv6 pods, ip6tables off": {
-			fs: sysctls("net.bridge.bridge-nf-call-iptables", "1", "net.bridge.bridge-nf-call-ip6tables", "0"),
+			fs:      sysctls("net.bridge.bridge-nf-call-iptables", "1", "net.bridge.bridge-nf-call-ip6tables", "0"),
 			bridges: []Bridge{func() Bridge { b := cni0(true); b.GlobalIPv6 = true; return b }()},
 			status:  check.StatusProblem, want: "ok:BridgeNfCallIptablesEnabled,problem:BridgeNfCallIp6tablesDisabled",
 		},
@@ -217,11 +217,11 @@ func TestHairpin(t *testing.T) {
 		msg     string
 		ports   string
 	}{
-		"no bridges":   {status: check.StatusNotApplicable},
-		"all on":       {bridges: []Bridge{cni0(true, true)}, status: check.StatusOK, want: "ok:HairpinEnabled"},
-		"promiscuous":  {bridges: []Bridge{promisc}, status: check.StatusOK, want: "ok:BridgePromiscuous"},
-		"one off":      {bridges: []Bridge{cni0(true, false)}, status: check.StatusProblem, want: "problem:HairpinModeOff", msg: "off on 1 of 2 pod ports (vethb)", ports: "vethb"},
-		"many off":     {bridges: []Bridge{many}, status: check.StatusProblem, msg: "vethe and 2 more", ports: "vetha,vethb,vethc,vethd,vethe,vethf,vethg"},
+		"no bridges":     {status: check.StatusNotApplicable},
+		"all on":         {bridges: []Bridge{cni0(true, true)}, status: check.StatusOK, want: "ok:HairpinEnabled"},
+		"promiscuous":    {bridges: []Bridge{promisc}, status: check.StatusOK, want: "ok:BridgePromiscuous"},
+		"one off":        {bridges: []Bridge{cni0(true, false)}, status: check.StatusProblem, want: "problem:HairpinModeOff", msg: "off on 1 of 2 pod ports (vethb)", ports: "vethb"},
+		"many off":       {bridges: []Bridge{many}, status: check.StatusProblem, msg: "vethe and 2 more", ports: "vetha,vethb,vethc,vethd,vethe,vethf,vethg"},
 		"uplink no veth": {bridges: []Bridge{{Name: "br0", Ports: []BridgePort{{Name: "eth0", Kind: "device"}}}}, status: check.StatusNotApplicable},
 	}
 	for name, c := range cases {
