@@ -1,0 +1,125 @@
+package report
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/node-doctor/node-doctor/pkg/check"
+)
+
+func sample() Report {
+	at := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	return New("node-1", "v0.1.0", at, []check.Result{
+		{Check: "ip-forward", Area: "network", Status: check.StatusOK, Start: at, Findings: []check.Finding{
+			{Check: "ip-forward", Severity: check.SeverityOK, Reason: "IPForwardEnabled", Message: "net.ipv4.ip_forward is 1"},
+		}},
+		{Check: "hairpin", Area: "network", Status: check.StatusProblem, Start: at, Findings: []check.Finding{
+			{Check: "hairpin", Severity: check.SeverityOK, Reason: "HairpinEnabled", Message: "bridge cbr0: fine"},
+			{Check: "hairpin", Severity: check.SeverityProblem, Reason: "HairpinModeOff", Message: "bridge cni0: off\non vethb", Details: map[string]string{"ports": "vethb"}},
+		}},
+		{Check: "bridge-netfilter", Area: "network", Status: check.StatusNotApplicable, NotApplicable: "no bridge"},
+		{Check: "crash-loop", Area: "runtime", Status: check.StatusWarning, Findings: []check.Finding{
+			{Severity: check.SeverityWarning, Reason: "CrashLoop", Message: "exit 1", Object: check.Object{Kind: check.KindPod, Namespace: "default", Name: "web", Container: "app"}},
+		}},
+		{Check: "runtime", Area: "runtime", Status: check.StatusError, Err: errors.New("dial unix /run/containerd/containerd.sock: connect: permission denied")},
+	})
+}
+
+func TestSummaryAndHealth(t *testing.T) {
+	r := sample()
+	want := Summary{OK: 1, Warning: 1, Problem: 1, Error: 1, NotApplicable: 1}
+	if r.Summary != want {
+		t.Fatalf("summary %+v, want %+v", r.Summary, want)
+	}
+	if r.Healthy() {
+		t.Fatal("a report with a problem and an error is not healthy")
+	}
+	ok := New("n", "v", time.Now(), []check.Result{{Status: check.StatusOK}, {Status: check.StatusWarning}, {Status: check.StatusNotApplicable}})
+	if !ok.Healthy() {
+		t.Fatal("ok, warning and not-applicable are healthy")
+	}
+}
+
+func TestTable(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteTable(&b, sample(), TableOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"node-doctor v0.1.0 report for node node-1 at 2026-11-23T12:00:00Z",
+		"NETWORK\n  STATUS   CHECK",
+		"  OK       ip-forward        IPForwardEnabled  net.ipv4.ip_forward is 1\n",
+		"  PROBLEM  hairpin           HairpinModeOff    bridge cni0: off on vethb\n",
+		"  N/A      bridge-netfilter  -                 no bridge\n",
+		"RUNTIME",
+		"Pod default/web container app: exit 1",
+		"could not run: dial unix",
+		"5 checks: 1 ok, 1 warning, 1 problem, 1 error, 1 not applicable",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "HairpinEnabled") {
+		t.Error("healthy finding of a failing check shown without --verbose")
+	}
+	if strings.Contains(out, "\x1b[") {
+		t.Error("colour without Color")
+	}
+	b.Reset()
+	_ = WriteTable(&b, sample(), TableOptions{Verbose: true, Color: true})
+	if out := b.String(); !strings.Contains(out, "HairpinEnabled") || !strings.Contains(out, `{"ports":"vethb"}`) || !strings.Contains(out, "\x1b[31mPROBLEM\x1b[0m") {
+		t.Errorf("verbose colour table:\n%s", out)
+	}
+}
+
+func TestJSONAndYAML(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteJSON(&b, sample()); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Node    string
+		Summary map[string]int
+		Results []struct {
+			Check, Status, Error string
+			NotApplicable        string `json:"not_applicable_reason"`
+			Findings             []map[string]any
+		}
+	}
+	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Node != "node-1" || got.Summary["not_applicable"] != 1 || len(got.Results) != 5 {
+		t.Fatalf("json: %+v", got)
+	}
+	if got.Results[1].Status != "problem" || got.Results[1].Findings[1]["severity"] != "problem" || got.Results[1].Findings[1]["reason"] != "HairpinModeOff" {
+		t.Errorf("json finding: %+v", got.Results[1])
+	}
+	if got.Results[4].Error == "" || got.Results[2].NotApplicable != "no bridge" {
+		t.Errorf("json error / not-applicable: %+v %+v", got.Results[4], got.Results[2])
+	}
+	if got.Results[2].Findings == nil {
+		t.Error("findings must be [] not null")
+	}
+
+	b.Reset()
+	if err := WriteYAML(&b, sample()); err != nil {
+		t.Fatal(err)
+	}
+	var y map[string]any
+	if err := yaml.Unmarshal(b.Bytes(), &y); err != nil {
+		t.Fatal(err)
+	}
+	res := y["results"].([]any)[1].(map[string]any)
+	if res["status"] != "problem" || res["findings"].([]any)[1].(map[string]any)["severity"] != "problem" {
+		t.Errorf("yaml: %v", res)
+	}
+}
