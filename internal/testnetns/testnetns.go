@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -126,5 +127,6 @@ func (n *NS) SetPromisc(t testing.TB, link string, on bool) {
 // Sysctl writes a sysctl inside the namespace (per-netns ones only).
 func (n *NS) Sysctl(t testing.TB, name, value string) {
 	t.Helper()
-	n.Exec(t, "sysctl", "-qw", name+"="+value)
+	p := "/proc/sys/" + strings.ReplaceAll(name, ".", "/")
+	n.Exec(t, "sh", "-c", `echo "$1" > "$2"`, "sh", value, p)
 }
