@@ -105,6 +105,7 @@ func Teardown(ctx context.Context, log *slog.Logger, st *State, keepWorkDir bool
 
 	if ActiveWorkDir() == st.WorkDir {
 		_ = os.Remove(activePointer)
+		_ = os.Remove(filepath.Dir(activePointer)) // only if empty
 	}
 	if !keepWorkDir {
 		if err := os.RemoveAll(st.WorkDir); err != nil {
