@@ -1,0 +1,278 @@
+package kernel
+
+import (
+	"regexp/syntax"
+	"slices"
+	"strings"
+	"unicode/utf8"
+)
+
+// minLiteral is the shortest literal worth filtering on.
+const minLiteral = 3
+
+// requiredLiterals returns strings, lower-cased, such that every match of
+// the pattern contains at least one of them; ok is false when there are
+// none worth using. Literals never contain a newline.
+func requiredLiterals(pattern string) ([]string, bool) {
+	re, err := syntax.Parse(pattern, syntax.Perl)
+	if err != nil {
+		return nil, false
+	}
+	lits, ok := literals(re.Simplify())
+	if !ok {
+		return nil, false
+	}
+	slices.Sort(lits)
+	return slices.Compact(lits), true
+}
+
+func literals(re *syntax.Regexp) ([]string, bool) {
+	switch re.Op {
+	case syntax.OpLiteral:
+		s := string(re.Rune)
+		if re.Flags&syntax.FoldCase != 0 && !isASCII(s) {
+			return nil, false // the filter folds ASCII only
+		}
+		// A match spans lines only at a newline; the longest piece of the
+		// literal is still in one line.
+		best := ""
+		for p := range strings.SplitSeq(s, "\n") {
+			if len(p) > len(best) {
+				best = p
+			}
+		}
+		if len(best) < minLiteral {
+			return nil, false
+		}
+		return []string{strings.ToLower(best)}, true
+	case syntax.OpCapture:
+		return literals(re.Sub[0])
+	case syntax.OpPlus:
+		return literals(re.Sub[0])
+	case syntax.OpRepeat:
+		if re.Min >= 1 {
+			return literals(re.Sub[0])
+		}
+	case syntax.OpAlternate:
+		var out []string
+		for _, sub := range re.Sub {
+			l, ok := literals(sub)
+			if !ok {
+				return nil, false
+			}
+			out = append(out, l...)
+		}
+		return out, true
+	case syntax.OpConcat:
+		// Any one required part will do; take the one whose shortest
+		// literal is longest, as it filters best.
+		var best []string
+		bestLen := 0
+		for _, sub := range re.Sub {
+			l, ok := literals(sub)
+			if !ok {
+				continue
+			}
+			if m := minLen(l); m > bestLen {
+				best, bestLen = l, m
+			}
+		}
+		return best, best != nil
+	}
+	return nil, false
+}
+
+func minLen(ss []string) int {
+	m := -1
+	for _, s := range ss {
+		if m < 0 || len(s) < m {
+			m = len(s)
+		}
+	}
+	return m
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// prefilter finds, in one pass over a line, which patterns' literals occur
+// in it (Aho-Corasick over ASCII-folded bytes, as a DFA over byte classes).
+type prefilter struct {
+	class   [256]uint8
+	nclass  int
+	delta   []uint16 // state*nclass+class -> state
+	hasOut  []bool
+	out     [][]int32 // state -> pattern ids ending here (with suffixes)
+	npat    int
+	overmax bool
+}
+
+func newPrefilter(lits [][]string) *prefilter {
+	p := &prefilter{npat: len(lits)}
+	// Byte classes: each distinct (folded) byte used by a literal gets its
+	// own class; every other byte is class 0.
+	for _, ls := range lits {
+		for _, l := range ls {
+			for i := 0; i < len(l); i++ {
+				c := l[i]
+				if p.class[c] == 0 {
+					p.nclass++
+					p.class[c] = uint8(p.nclass)
+				}
+			}
+		}
+	}
+	p.nclass++
+	for c := 'A'; c <= 'Z'; c++ {
+		p.class[c] = p.class[c+'a'-'A']
+	}
+
+	type node struct {
+		next map[uint8]int
+		fail int
+		out  []int32
+	}
+	nodes := []node{{next: map[uint8]int{}}}
+	for id, ls := range lits {
+		for _, l := range ls {
+			s := 0
+			for i := 0; i < len(l); i++ {
+				c := p.class[l[i]]
+				n, ok := nodes[s].next[c]
+				if !ok {
+					nodes = append(nodes, node{next: map[uint8]int{}})
+					n = len(nodes) - 1
+					nodes[s].next[c] = n
+				}
+				s = n
+			}
+			if !slices.Contains(nodes[s].out, int32(id)) {
+				nodes[s].out = append(nodes[s].out, int32(id))
+			}
+		}
+	}
+	if len(nodes) > 1<<16 {
+		// Too many literals for 16-bit states: every pattern is a candidate.
+		p.overmax = true
+		return p
+	}
+	p.delta = make([]uint16, len(nodes)*p.nclass)
+	p.hasOut = make([]bool, len(nodes))
+	p.out = make([][]int32, len(nodes))
+	// Breadth first, so a node's fail state is complete before its children.
+	queue := []int{0}
+	for len(queue) > 0 {
+		s := queue[0]
+		queue = queue[1:]
+		n := &nodes[s]
+		if s != 0 {
+			for _, id := range nodes[n.fail].out {
+				if !slices.Contains(n.out, id) {
+					n.out = append(n.out, id)
+				}
+			}
+		}
+		p.out[s], p.hasOut[s] = n.out, len(n.out) > 0
+		for c := 0; c < p.nclass; c++ {
+			child, ok := n.next[uint8(c)]
+			switch {
+			case ok:
+				if s == 0 {
+					nodes[child].fail = 0
+				} else {
+					nodes[child].fail = int(p.delta[n.fail*p.nclass+c])
+				}
+				p.delta[s*p.nclass+c] = uint16(child)
+				queue = append(queue, child)
+			case s == 0:
+				p.delta[c] = 0
+			default:
+				p.delta[s*p.nclass+c] = p.delta[n.fail*p.nclass+c]
+			}
+		}
+	}
+	return p
+}
+
+// scan sets the bit of each pattern whose literal is in line in hits (of
+// at least (npat+63)/64 words, cleared by the caller) and reports whether
+// it set any.
+func (p *prefilter) scan(line []byte, hits []uint64) bool {
+	if p.overmax {
+		for id := range p.npat {
+			hits[id>>6] |= 1 << (id & 63)
+		}
+		return p.npat > 0
+	}
+	s, n, any := 0, p.nclass, false
+	delta, class, hasOut := p.delta, &p.class, p.hasOut
+	for _, c := range line {
+		s = int(delta[s*n+int(class[c])])
+		if hasOut[s] {
+			any = true
+			for _, id := range p.out[s] {
+				hits[id>>6] |= 1 << (id & 63)
+			}
+		}
+	}
+	return any
+}
+
+// tailLiterals, for a multi-line pattern, returns literals that must be in
+// the last line of every match: those of the part after the last piece
+// that can match a newline. A match ends at the newest line, so the rule
+// need only run when that line has one of them.
+func tailLiterals(pattern string) ([]string, bool) {
+	re, err := syntax.Parse(pattern, syntax.Perl)
+	if err != nil {
+		return nil, false
+	}
+	re = re.Simplify()
+	for re.Op == syntax.OpCapture {
+		re = re.Sub[0]
+	}
+	if re.Op != syntax.OpConcat {
+		return nil, false
+	}
+	k := -1
+	for i, sub := range re.Sub {
+		if canMatchNewline(sub) {
+			k = i
+		}
+	}
+	tail := &syntax.Regexp{Op: syntax.OpConcat, Sub: re.Sub[k+1:]}
+	lits, ok := literals(tail)
+	if !ok {
+		return nil, false
+	}
+	slices.Sort(lits)
+	return slices.Compact(lits), true
+}
+
+func canMatchNewline(re *syntax.Regexp) bool {
+	switch re.Op {
+	case syntax.OpLiteral:
+		return slices.Contains(re.Rune, '\n')
+	case syntax.OpCharClass:
+		for i := 0; i+1 < len(re.Rune); i += 2 {
+			if re.Rune[i] <= '\n' && '\n' <= re.Rune[i+1] {
+				return true
+			}
+		}
+		return false
+	case syntax.OpAnyChar:
+		return true
+	}
+	for _, sub := range re.Sub {
+		if canMatchNewline(sub) {
+			return true
+		}
+	}
+	return false
+}
