@@ -42,10 +42,6 @@ type BridgeLister interface {
 	Bridges(ctx context.Context) ([]Bridge, error)
 }
 
-// DefaultPodBridges are bridge names that CNI plugins and runtimes use for
-// pods.
-var DefaultPodBridges = []string{"cni0", "cbr0", "docker0"}
-
 // podBridges picks the bridges that carry pods: the named ones when names is
 // set, otherwise every bridge with at least one veth port.
 func podBridges(all []Bridge, names []string) []Bridge {
