@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/node-doctor/node-doctor/pkg/check"
 	"github.com/node-doctor/node-doctor/pkg/checks"
@@ -115,6 +116,7 @@ func (g *globals) setup(flags *pflag.FlagSet, stderr io.Writer) (*setup, error) 
 	defs := checks.All(checks.Deps{
 		HostFS:  &hostFS,
 		Bridges: netcheck.NetlinkBridges{NS: -1},
+		Clock:   clock.RealClock{},
 	})
 	cfg := config.Default()
 	if g.configFile != "" {

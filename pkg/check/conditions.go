@@ -4,4 +4,15 @@ package check
 // problem is present. Kubelet's own types are never written.
 const (
 	ConditionNetworkConfig = "NetworkConfigProblem"
+	// ConditionContainerRuntime: the CRI runtime is unreachable, hung, not
+	// ready, or cannot start sandboxes.
+	ConditionContainerRuntime = "ContainerRuntimeProblem"
+)
+
+// Node condition types the kernel log drives, named as node-problem-detector
+// names them so that existing alerts keep working.
+const (
+	ConditionKernelDeadlock              = "KernelDeadlock"
+	ConditionReadonlyFilesystem          = "ReadonlyFilesystem"
+	ConditionFrequentUnregisterNetDevice = "FrequentUnregisterNetDevice"
 )

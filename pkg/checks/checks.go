@@ -5,7 +5,10 @@ package checks
 import (
 	"io/fs"
 
+	"k8s.io/utils/clock"
+
 	"github.com/node-doctor/node-doctor/pkg/check"
+	"github.com/node-doctor/node-doctor/pkg/kernel"
 	"github.com/node-doctor/node-doctor/pkg/netcheck"
 )
 
@@ -13,6 +16,8 @@ import (
 type Deps struct {
 	HostFS  fs.FS
 	Bridges netcheck.BridgeLister
+	// Clock is the real clock in the agent; nil means the real clock.
+	Clock clock.Clock
 }
 
 // All returns every check, in report order.
@@ -21,6 +26,7 @@ func All(d Deps) []*check.Definition {
 		netcheck.IPForward(d.HostFS, d.Bridges),
 		netcheck.BridgeNetfilter(d.HostFS, d.Bridges),
 		netcheck.Hairpin(d.Bridges),
+		kernel.Log(d.HostFS, d.Clock),
 	}
 	out := make([]*check.Definition, len(defs))
 	for i := range defs {

@@ -1,0 +1,277 @@
+package kernel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sync"
+	"time"
+
+	"k8s.io/utils/clock"
+
+	"github.com/node-doctor/node-doctor/pkg/check"
+)
+
+// CheckName is the name of the kernel log check.
+const CheckName = "kernel-log"
+
+// Settings tunes the kernel-log check.
+type Settings struct {
+	// DefaultRules turns the built-in rules (on /dev/kmsg) on or off.
+	DefaultRules bool `yaml:"defaultRules"`
+	// RuleFiles are more rule files, in the agent's filesystem: NPD
+	// system-log-monitor JSON (.json) or node-doctor YAML. Each names its
+	// own log (plugin and logPath).
+	RuleFiles []string `yaml:"ruleFiles"`
+	// Lookback, when set, replaces every rule file's lookback: how far back
+	// the log is read on start and by the one-shot check.
+	Lookback time.Duration `yaml:"lookback"`
+	// MaxPendingFindings bounds the temporary findings kept between runs per
+	// rule file; more are dropped and counted.
+	MaxPendingFindings int `yaml:"maxPendingFindings"`
+}
+
+// Validate loads the rule files, so that a bad one fails the config.
+func (s *Settings) Validate() error {
+	if s.Lookback < 0 || s.Lookback > 24*time.Hour {
+		return fmt.Errorf("lookback: %s is out of range 0 to 24h", s.Lookback)
+	}
+	if s.MaxPendingFindings < 0 || s.MaxPendingFindings > 1000000 {
+		return fmt.Errorf("maxPendingFindings: %d is out of range 0 to 1000000", s.MaxPendingFindings)
+	}
+	if _, err := s.ruleSets(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (s *Settings) ruleSets() ([]*RuleSet, error) {
+	var sets []*RuleSet
+	if s.DefaultRules {
+		set, err := DefaultRules()
+		if err != nil {
+			return nil, fmt.Errorf("defaultRules: %w", err)
+		}
+		sets = append(sets, set)
+	}
+	var errs []error
+	for _, f := range s.RuleFiles {
+		set, err := LoadRuleFile(f)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		sets = append(sets, set)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("ruleFiles: %w", err)
+	}
+	if len(sets) == 0 {
+		return nil, errors.New("defaultRules: no rules: turn defaultRules on or list ruleFiles")
+	}
+	for _, set := range sets {
+		if s.Lookback > 0 {
+			set.Lookback = s.Lookback
+		}
+	}
+	return sets, nil
+}
+
+// LogChecker is the kernel-log check. Started (by the agent) it follows
+// each rule file's log and reports what it saw since the last run;
+// unstarted (the one-shot report) each run reads the lookback window.
+type LogChecker struct {
+	fs       fs.FS
+	clk      clock.Clock
+	settings *Settings
+
+	mu       sync.Mutex
+	started  bool
+	watchers []*watcher
+}
+
+// watcher follows one rule file's log.
+type watcher struct {
+	set *RuleSet
+	src Source
+	mon *Monitor
+
+	mu  sync.Mutex
+	err error // of the last read, until the next attempt
+}
+
+// Log returns the kernel-log check reading the host filesystem fsys.
+func Log(fsys fs.FS, clk clock.Clock) check.Definition {
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	s := &Settings{DefaultRules: true, MaxPendingFindings: DefaultMaxPending}
+	return check.Definition{
+		Name:        CheckName,
+		Area:        "kernel",
+		Description: "the kernel log (/dev/kmsg, or log files) shows no OOM kills, hung tasks, lockups, oopses, filesystem or I/O errors, or network table overflows",
+		Interval:    30 * time.Second,
+		Timeout:     20 * time.Second,
+		Conditions:  []string{check.ConditionKernelDeadlock, check.ConditionReadonlyFilesystem, check.ConditionFrequentUnregisterNetDevice},
+		Settings:    s,
+		Check:       &LogChecker{fs: fsys, clk: clk, settings: s},
+	}
+}
+
+func (c *LogChecker) newWatchers() ([]*watcher, error) {
+	sets, err := c.settings.ruleSets()
+	if err != nil {
+		return nil, fmt.Errorf("kernel log rules: %w", err)
+	}
+	out := make([]*watcher, len(sets))
+	for i, set := range sets {
+		out[i] = &watcher{set: set, src: c.source(set), mon: NewMonitor(set, c.clk, c.settings.MaxPendingFindings)}
+	}
+	return out, nil
+}
+
+func (c *LogChecker) source(set *RuleSet) Source {
+	if set.Plugin == PluginFilelog {
+		return &FileSource{FS: c.fs, Path: set.LogPath, Clock: c.clk, Parse: set.Parse}
+	}
+	return &KmsgSource{FS: c.fs, Path: set.LogPath, Clock: c.clk}
+}
+
+// Start implements check.Starter: it follows every log until ctx is done,
+// starting lookback before now so a restart neither replays old problems
+// nor misses recent ones. A log that cannot be read is reported by Run and
+// retried.
+func (c *LogChecker) Start(ctx context.Context) error {
+	ws, err := c.newWatchers()
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.started, c.watchers = true, ws
+	c.mu.Unlock()
+	for _, w := range ws {
+		go w.follow(ctx, c.clk)
+	}
+	return nil
+}
+
+// Retry delays after a log read fails.
+const (
+	minRetry = 5 * time.Second
+	maxRetry = 5 * time.Minute
+)
+
+func (w *watcher) follow(ctx context.Context, clk clock.Clock) {
+	since := clk.Now().Add(-w.set.Lookback)
+	delay := minRetry
+	for {
+		w.setErr(nil)
+		err := w.src.Read(ctx, since, true, w.mon)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("stopped following")
+		}
+		w.setErr(err)
+		// Go on after the last line handled, not from the window again.
+		if t := w.mon.lineTime; t.After(since) {
+			since = t.Add(time.Nanosecond)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-clk.After(delay):
+		}
+		delay = min(2*delay, maxRetry)
+	}
+}
+
+func (w *watcher) setErr(err error) {
+	w.mu.Lock()
+	w.err = err
+	w.mu.Unlock()
+}
+
+func (w *watcher) lastErr() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// Run implements check.Check.
+func (c *LogChecker) Run(ctx context.Context) ([]check.Finding, error) {
+	c.mu.Lock()
+	started, ws := c.started, c.watchers
+	c.mu.Unlock()
+	if !started {
+		var err error
+		if ws, err = c.newWatchers(); err != nil {
+			return nil, err
+		}
+		now := c.clk.Now()
+		for _, w := range ws {
+			w.err = w.src.Read(ctx, now.Add(-w.set.Lookback), false, w.mon)
+		}
+	}
+	var errs, missing []error
+	for _, w := range ws {
+		if err := w.lastErr(); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				missing = append(missing, err)
+				continue
+			}
+			errs = append(errs, fmt.Errorf("%s (%s): %w", w.src, w.set.File, err))
+		}
+	}
+	if len(missing) == len(ws) {
+		return nil, check.NotApplicable("no kernel log to read under the host root (%v); in a pod, mount the host's /dev/kmsg", errors.Join(missing...))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	now := c.clk.Now()
+	var out []check.Finding
+	for _, w := range ws {
+		if w.lastErr() == nil {
+			out = append(out, w.mon.Findings(now)...)
+		}
+	}
+	return mergeConditions(out), nil
+}
+
+// mergeConditions keeps one finding per condition, the worst, when several
+// rule files drive the same condition.
+func mergeConditions(fs []check.Finding) []check.Finding {
+	at := map[string]int{}
+	out := fs[:0]
+	for _, f := range fs {
+		if f.Condition == "" {
+			out = append(out, f)
+			continue
+		}
+		i, ok := at[f.Condition]
+		switch {
+		case !ok:
+			at[f.Condition] = len(out)
+			out = append(out, f)
+		case f.Severity > out[i].Severity:
+			out[i] = f
+		}
+	}
+	return out
+}
+
+// Stats returns each followed log's counters, by rule file name; empty
+// until the check is started.
+func (c *LogChecker) Stats() map[string]Stats {
+	c.mu.Lock()
+	ws := c.watchers
+	c.mu.Unlock()
+	out := make(map[string]Stats, len(ws))
+	for _, w := range ws {
+		out[w.set.Name] = w.mon.Stats()
+	}
+	return out
+}
