@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -18,6 +19,7 @@ import (
 	"github.com/node-doctor/node-doctor/pkg/check"
 	"github.com/node-doctor/node-doctor/pkg/checks"
 	"github.com/node-doctor/node-doctor/pkg/config"
+	"github.com/node-doctor/node-doctor/pkg/cri"
 	"github.com/node-doctor/node-doctor/pkg/host"
 	"github.com/node-doctor/node-doctor/pkg/netcheck"
 )
@@ -45,6 +47,8 @@ type globals struct {
 	logLevel   string
 	logFormat  string
 	only, skip []string
+	// CRI endpoints; empty means resolve like crictl.
+	runtimeEndpoint, imageEndpoint string
 }
 
 // Main runs node-doctor with args and returns its exit code.
@@ -97,6 +101,8 @@ Exit codes of check: 0 healthy, 1 problems found or a check could not run,
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	pf.StringSliceVar(&g.only, "only", nil, "run only these checks (comma-separated names; see 'node-doctor check --list')")
 	pf.StringSliceVar(&g.skip, "skip", nil, "do not run these checks (comma-separated names)")
+	pf.StringVar(&g.runtimeEndpoint, "runtime-endpoint", "", "CRI runtime endpoint (unix:///run/containerd/containerd.sock); default: like crictl, $CONTAINER_RUNTIME_ENDPOINT, then /etc/crictl.yaml, then the containerd, CRI-O and cri-dockerd sockets, all under --host-root")
+	pf.StringVar(&g.imageEndpoint, "image-endpoint", "", "CRI image endpoint; default: $IMAGE_SERVICE_ENDPOINT, /etc/crictl.yaml, then the runtime endpoint")
 	root.AddCommand(newCheckCommand(g), newRunCommand(g), newVersionCommand())
 	return root
 }
@@ -106,6 +112,8 @@ type setup struct {
 	cfg  config.Config
 	defs []*check.Definition
 	log  *slog.Logger
+	// criMetrics describe the runtime and every CRI call.
+	criMetrics *cri.Metrics
 }
 
 func (g *globals) setup(flags *pflag.FlagSet, stderr io.Writer) (*setup, error) {
@@ -113,10 +121,18 @@ func (g *globals) setup(flags *pflag.FlagSet, stderr io.Writer) (*setup, error) 
 	// Checks are built before the config is read so the file can be checked
 	// against them; the host root only takes effect through hostFS.
 	var hostFS lazyFS
+	hostRoot := "/"
+	criMetrics := cri.NewMetrics()
+	criClient := cri.NewClient(cri.ClientOptions{
+		Endpoints: cri.EndpointOptions{RuntimeEndpoint: g.runtimeEndpoint, ImageEndpoint: g.imageEndpoint, Getenv: os.Getenv, HostFS: &hostFS},
+		Dial:      func(ctx context.Context, p string) (net.Conn, error) { return cri.UnixDialer(hostRoot)(ctx, p) },
+		Observer:  criMetrics.Observe,
+	})
 	defs := checks.All(checks.Deps{
 		HostFS:  &hostFS,
 		Bridges: netcheck.NetlinkBridges{NS: -1},
 		Clock:   clock.RealClock{},
+		CRI:     cri.NewSource(criClient, cri.SourceOptions{Metrics: criMetrics}),
 	})
 	cfg := config.Default()
 	if g.configFile != "" {
@@ -143,12 +159,13 @@ func (g *globals) setup(flags *pflag.FlagSet, stderr io.Writer) (*setup, error) 
 		return fail(fmt.Errorf("host root %q is not a directory", cfg.HostRoot))
 	}
 	hostFS.FS = host.FS(cfg.HostRoot)
+	hostRoot = cfg.HostRoot
 	selected, err := check.Select(defs, g.only, g.skip, cfg.Disabled)
 	if err != nil {
 		return fail(err)
 	}
 	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
-	return &setup{cfg: cfg, defs: selected, log: log}, nil
+	return &setup{cfg: cfg, defs: selected, log: log, criMetrics: criMetrics}, nil
 }
 
 func newLogger(w io.Writer, level, format string) *slog.Logger {

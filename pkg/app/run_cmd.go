@@ -39,6 +39,7 @@ Stops cleanly on SIGINT or SIGTERM.`,
 			v, rev := version.Get()
 			s.log.Info("starting node-doctor", "version", v, "revision", rev, "checks", len(s.defs), "host_root", s.cfg.HostRoot)
 			m := metrics.New(s.defs)
+			m.Registry.MustRegister(s.criMetrics)
 			runner := check.NewRunner(s.defs, nil, s.log, m)
 			srv, err := server.Listen(s.cfg.MetricsAddress, m.Registry, runner.Healthy, runner.Ready, s.log)
 			if err != nil {

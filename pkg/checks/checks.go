@@ -8,6 +8,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/node-doctor/node-doctor/pkg/check"
+	"github.com/node-doctor/node-doctor/pkg/cri"
 	"github.com/node-doctor/node-doctor/pkg/kernel"
 	"github.com/node-doctor/node-doctor/pkg/netcheck"
 )
@@ -18,6 +19,8 @@ type Deps struct {
 	Bridges netcheck.BridgeLister
 	// Clock is the real clock in the agent; nil means the real clock.
 	Clock clock.Clock
+	// CRI gives the runtime checks one shared snapshot per round.
+	CRI cri.Snapshotter
 }
 
 // All returns every check, in report order.
@@ -26,6 +29,15 @@ func All(d Deps) []*check.Definition {
 		netcheck.IPForward(d.HostFS, d.Bridges),
 		netcheck.BridgeNetfilter(d.HostFS, d.Bridges),
 		netcheck.Hairpin(d.Bridges),
+		cri.RuntimeCheck(d.CRI),
+		cri.RuntimeReadyCheck(d.CRI),
+		cri.NetworkReadyCheck(d.CRI, d.HostFS),
+		cri.SandboxImageCheck(d.CRI),
+		cri.CrashLoopCheck(d.CRI, d.HostFS),
+		cri.RestartLoopCheck(d.CRI),
+		cri.OOMKilledCheck(d.CRI),
+		cri.SandboxCheck(d.CRI),
+		cri.StuckCheck(d.CRI),
 		kernel.Log(d.HostFS, d.Clock),
 	}
 	out := make([]*check.Definition, len(defs))
