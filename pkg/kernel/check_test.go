@@ -220,4 +220,3 @@ func TestPrivilegedLogCheckReportsRealKernelLines(t *testing.T) {
 	}
 	t.Logf("stats after following the real /dev/kmsg: %+v", st)
 }
-

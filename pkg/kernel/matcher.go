@@ -1,7 +1,11 @@
 package kernel
 
+import "slices"
+
 // matchHandler receives what the matcher finds. text aliases the matcher's
-// buffers; sub holds the submatch indexes into text.
+// buffers; sub holds the submatch indexes into text, or is nil when the
+// handler must find them itself (with r.re), so that a match it drops
+// costs no allocation.
 type matchHandler interface {
 	onMatch(r *Rule, text []byte, sub []int)
 	onRecovery(r *Rule, text []byte)
@@ -29,10 +33,13 @@ type matcher struct {
 	lastSeen  []uint64
 	multiTill uint64
 	hasMulti  bool
-	ring      [][]byte // the last BufferSize lines, oldest at ringHead
-	ringHead  int
-	ringLen   int
-	joined    []byte
+	// matched holds the reasons matched on the current line: the first
+	// rule of a reason to match a line wins.
+	matched  []string
+	ring     [][]byte // the last BufferSize lines, oldest at ringHead
+	ringHead int
+	ringLen  int
+	joined   []byte
 }
 
 func newMatcher(set *RuleSet) *matcher {
@@ -91,11 +98,13 @@ func (m *matcher) process(line []byte, h matchHandler) {
 	for w := range m.hits {
 		m.hits[w] |= m.always[w]
 	}
+	m.matched = m.matched[:0]
 	for i, r := range m.set.Rules {
 		seen := m.hits[i>>6]&(1<<(i&63)) != 0
 		if !r.multiLine {
-			if seen && r.re.Match(line) && !m.skipped(r, line) {
-				h.onMatch(r, line, r.re.FindSubmatchIndex(line))
+			if seen && !slices.Contains(m.matched, r.Reason) && r.re.Match(line) && !m.skipped(r, line) {
+				m.matched = append(m.matched, r.Reason)
+				h.onMatch(r, line, nil)
 			}
 			continue
 		}
@@ -110,7 +119,10 @@ func (m *matcher) process(line []byte, h matchHandler) {
 		if !m.tail[i] && (m.lastSeen[i] == 0 || m.lineNo-m.lastSeen[i] >= uint64(m.set.BufferSize)) {
 			continue
 		}
-		buf := m.join()
+		if slices.Contains(m.matched, r.Reason) {
+			continue
+		}
+		buf := m.join(r.spanLines)
 		loc := r.re.FindSubmatchIndex(buf)
 		if loc == nil {
 			continue
@@ -127,6 +139,7 @@ func (m *matcher) process(line []byte, h matchHandler) {
 			}
 		}
 		if !m.skipped(r, text) {
+			m.matched = append(m.matched, r.Reason)
 			h.onMatch(r, text, loc)
 		}
 	}
@@ -164,11 +177,16 @@ func (m *matcher) push(line []byte) {
 	m.ring[i] = append(m.ring[i][:0], line...)
 }
 
-// join returns the buffered lines, oldest first, joined by newlines.
-func (m *matcher) join() []byte {
+// join returns the last n buffered lines (all if n is 0 or more than
+// there are), oldest first, joined by newlines.
+func (m *matcher) join(n int) []byte {
 	m.joined = m.joined[:0]
-	for k := 0; k < m.ringLen; k++ {
-		if k > 0 {
+	first := 0
+	if n > 0 && n < m.ringLen {
+		first = m.ringLen - n
+	}
+	for k := first; k < m.ringLen; k++ {
+		if k > first {
 			m.joined = append(m.joined, '\n')
 		}
 		m.joined = append(m.joined, m.ring[(m.ringHead+k)%len(m.ring)]...)

@@ -122,12 +122,13 @@ func (mo *Monitor) onMatch(r *Rule, text []byte, sub []int) {
 	if r.Permanent {
 		st := mo.conds[r.Condition]
 		if st == nil || !st.active {
+			// The first match describes the problem; repeats only count.
 			st = &condState{active: true, rule: r, since: t}
+			st.message, st.details = mo.describe(r, text, sub)
 			mo.conds[r.Condition] = st
 		}
-		st.last, st.rule = t, r
+		st.last = t
 		st.count++
-		st.message, st.details = mo.describe(r, text, sub)
 		return
 	}
 	if len(mo.pending) >= mo.maxPending {
@@ -172,7 +173,10 @@ func (mo *Monitor) onRecovery(r *Rule, text []byte) {
 func (mo *Monitor) describe(r *Rule, text []byte, sub []int) (string, map[string]string) {
 	log := Unescape(text)
 	details := map[string]string{"log": log, "source": mo.set.Name}
-	if r.re != nil && sub != nil {
+	if sub == nil {
+		sub = r.re.FindSubmatchIndex(text)
+	}
+	if sub != nil {
 		for i, name := range r.re.SubexpNames() {
 			if name != "" && 2*i+1 < len(sub) && sub[2*i] >= 0 {
 				details[name] = string(text[sub[2*i]:sub[2*i+1]])

@@ -276,3 +276,75 @@ func canMatchNewline(re *syntax.Regexp) bool {
 	}
 	return false
 }
+
+// maxNewlines returns how many newlines a match of pattern can span, or -1
+// if there is no bound. A multi-line rule then needs only that many lines
+// before the newest, however large the buffer.
+func maxNewlines(pattern string) int {
+	re, err := syntax.Parse(pattern, syntax.Perl)
+	if err != nil {
+		return -1
+	}
+	return newlines(re.Simplify())
+}
+
+func newlines(re *syntax.Regexp) int {
+	switch re.Op {
+	case syntax.OpLiteral:
+		n := 0
+		for _, r := range re.Rune {
+			if r == '\n' {
+				n++
+			}
+		}
+		return n
+	case syntax.OpCharClass, syntax.OpAnyChar:
+		if canMatchNewline(re) {
+			return 1
+		}
+		return 0
+	case syntax.OpStar, syntax.OpPlus:
+		if canMatchNewline(re.Sub[0]) {
+			return -1
+		}
+		return 0
+	case syntax.OpRepeat:
+		n := newlines(re.Sub[0])
+		switch {
+		case n == 0:
+			return 0
+		case n < 0 || re.Max < 0:
+			return -1
+		}
+		return n * re.Max
+	case syntax.OpConcat:
+		total := 0
+		for _, sub := range re.Sub {
+			n := newlines(sub)
+			if n < 0 {
+				return -1
+			}
+			total += n
+		}
+		return total
+	case syntax.OpAlternate:
+		most := 0
+		for _, sub := range re.Sub {
+			n := newlines(sub)
+			if n < 0 {
+				return -1
+			}
+			most = max(most, n)
+		}
+		return most
+	}
+	most := 0 // captures, quest: their one sub
+	for _, sub := range re.Sub {
+		n := newlines(sub)
+		if n < 0 {
+			return -1
+		}
+		most = max(most, n)
+	}
+	return most
+}

@@ -132,6 +132,9 @@ type Rule struct {
 	// multiLine rules are matched against the last BufferSize lines joined
 	// by newlines and must end at the newest line, as in NPD.
 	multiLine bool
+	// spanLines is how many lines a multi-line match can cover; 0 if
+	// unbounded.
+	spanLines int
 }
 
 // LoadRuleFile reads and compiles a rule file from the agent's filesystem:
@@ -293,8 +296,12 @@ func compileRule(i int, s *ruleSpec, conds map[string]bool, npd bool) (*Rule, []
 	} else {
 		r.multiLine = strings.Contains(s.Pattern, `\n`) || strings.Contains(s.Pattern, "\n")
 		expr := s.Pattern
-		if r.multiLine || npd {
+		switch {
+		case r.multiLine:
 			// NPD matches to the end of its buffer: the newest line.
+			expr = `(?:` + s.Pattern + `)\z`
+			r.spanLines = maxNewlines(s.Pattern) + 1
+		case npd:
 			expr = `(?:` + s.Pattern + `)\z`
 		}
 		re, err := regexp.Compile(expr)
