@@ -15,7 +15,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -86,11 +85,12 @@ func smoke(t *testing.T, mode, agent string) {
 	clusterIP := web.Service.Spec.ClusterIP
 	t.Logf("service %s/web at %s:80 with pods %s, %s", ns, clusterIP, web.Pods[0].Status.PodIP, web.Pods[1].Status.PodIP)
 
+	podIPs := []string{web.Pods[0].Status.PodIP, web.Pods[1].Status.PodIP}
 	// kube-proxy must have programmed the Service before any traffic is
 	// sent to the ClusterIP.
 	var why string
 	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
-		ok, w, err := c.ServiceProgrammed(ctx, ns, "web", "http", clusterIP, 2)
+		ok, w, err := c.ServiceProgrammed(ctx, ns, "web", "http", clusterIP, podIPs)
 		why = w
 		if err != nil {
 			why = err.Error()
@@ -103,13 +103,13 @@ func smoke(t *testing.T, mode, agent string) {
 	}
 
 	// A client pod fetches through the ClusterIP until it gets an answer.
-	client := c.PodSpec(harness.PodOptions{
+	// (busybox wget -T segfaults in Debian's static build: use timeout.)
+	if _, err := c.CreatePod(ctx, harness.PodOptions{
 		Namespace: ns, Name: "client", RestartPolicy: corev1.RestartPolicyNever,
-		Command: []string{"/bin/sh", "-c", "for i in $(seq 30); do wget -q -T 2 -O - http://" + clusterIP +
+		Command: []string{"/bin/sh", "-c", "for i in $(seq 30); do timeout 3 wget -q -O - http://" + clusterIP +
 			"/ && exit 0; sleep 1; done; exit 1"},
-	})
-	if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, client, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create client pod: %v", err)
+	}); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := c.WaitForPod(ctx, ns, "client", 90*time.Second, harness.PodPhase(corev1.PodSucceeded)); err != nil {
 		t.Fatalf("client could not reach %s through the ClusterIP: %v", clusterIP, err)
@@ -122,6 +122,8 @@ func smoke(t *testing.T, mode, agent string) {
 		t.Logf("client logs unavailable: %v", err)
 	}
 
+	hairpin(ctx, t, c, ns)
+
 	desc, err := c.DescribeNode(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -131,6 +133,27 @@ func smoke(t *testing.T, mode, agent string) {
 	}
 
 	runAgent(ctx, t, c, agent)
+}
+
+// hairpin checks a pod reaches itself through its own Service: the
+// bridge must send the DNATed packet back out the port it came in on.
+func hairpin(ctx context.Context, t *testing.T, c *harness.Cluster, ns string) {
+	t.Helper()
+	// The Service exists first so the pod gets HAIRPIN_SERVICE_HOST.
+	if _, err := c.CreateService(ctx, ns, "hairpin", map[string]string{"app": "hairpin"}, 80, 8080); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreatePod(ctx, harness.PodOptions{
+		Namespace: ns, Name: "hairpin", Labels: map[string]string{"app": "hairpin"}, Port: 8080,
+		RestartPolicy: corev1.RestartPolicyNever,
+		Command: []string{"/bin/sh", "-c", "mkdir -p /www && echo hairpin > /www/index.html && httpd -p 8080 -h /www && " +
+			"for i in $(seq 60); do timeout 3 wget -q -O - http://$HAIRPIN_SERVICE_HOST/ && exit 0; sleep 1; done; exit 1"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitForPod(ctx, ns, "hairpin", 90*time.Second, harness.PodPhase(corev1.PodSucceeded)); err != nil {
+		t.Fatalf("pod could not reach itself through its Service (hairpin): %v", err)
+	}
 }
 
 // report mirrors the part of `node-doctor check -o json` the test reads.
