@@ -104,14 +104,17 @@ func isASCII(s string) bool {
 // prefilter finds, in one pass over a line, which patterns' literals occur
 // in it (Aho-Corasick over ASCII-folded bytes, as a DFA over byte classes).
 type prefilter struct {
-	class   [256]uint8
-	nclass  int
-	delta   []uint16 // state*nclass+class -> state
-	hasOut  []bool
+	class  [256]uint8
+	nclass int
+	// delta[state*nclass+class] is the next state's row offset
+	// (state*nclass), with outFlag set if a literal ends there.
+	delta   []uint32
 	out     [][]int32 // state -> pattern ids ending here (with suffixes)
 	npat    int
 	overmax bool
 }
+
+const outFlag = 1 << 31
 
 func newPrefilter(lits [][]string) *prefilter {
 	p := &prefilter{npat: len(lits)}
@@ -157,13 +160,12 @@ func newPrefilter(lits [][]string) *prefilter {
 			}
 		}
 	}
-	if len(nodes) > 1<<16 {
-		// Too many literals for 16-bit states: every pattern is a candidate.
+	if len(nodes)*p.nclass >= outFlag {
+		// Too many literals for the table: every pattern is a candidate.
 		p.overmax = true
 		return p
 	}
-	p.delta = make([]uint16, len(nodes)*p.nclass)
-	p.hasOut = make([]bool, len(nodes))
+	next := make([]int, len(nodes)*p.nclass) // state*nclass+class -> state
 	p.out = make([][]int32, len(nodes))
 	// Breadth first, so a node's fail state is complete before its children.
 	queue := []int{0}
@@ -178,7 +180,7 @@ func newPrefilter(lits [][]string) *prefilter {
 				}
 			}
 		}
-		p.out[s], p.hasOut[s] = n.out, len(n.out) > 0
+		p.out[s] = n.out
 		for c := 0; c < p.nclass; c++ {
 			child, ok := n.next[uint8(c)]
 			switch {
@@ -186,15 +188,22 @@ func newPrefilter(lits [][]string) *prefilter {
 				if s == 0 {
 					nodes[child].fail = 0
 				} else {
-					nodes[child].fail = int(p.delta[n.fail*p.nclass+c])
+					nodes[child].fail = next[n.fail*p.nclass+c]
 				}
-				p.delta[s*p.nclass+c] = uint16(child)
+				next[s*p.nclass+c] = child
 				queue = append(queue, child)
 			case s == 0:
-				p.delta[c] = 0
+				next[c] = 0
 			default:
-				p.delta[s*p.nclass+c] = p.delta[n.fail*p.nclass+c]
+				next[s*p.nclass+c] = next[n.fail*p.nclass+c]
 			}
+		}
+	}
+	p.delta = make([]uint32, len(next))
+	for i, to := range next {
+		p.delta[i] = uint32(to * p.nclass)
+		if len(p.out[to]) > 0 {
+			p.delta[i] |= outFlag
 		}
 	}
 	return p
@@ -210,13 +219,15 @@ func (p *prefilter) scan(line []byte, hits []uint64) bool {
 		}
 		return p.npat > 0
 	}
-	s, n, any := 0, p.nclass, false
-	delta, class, hasOut := p.delta, &p.class, p.hasOut
+	var off uint32
+	any := false
+	delta, class := p.delta, &p.class
 	for _, c := range line {
-		s = int(delta[s*n+int(class[c])])
-		if hasOut[s] {
+		off = delta[off+uint32(class[c])]
+		if off&outFlag != 0 {
+			off &^= outFlag
 			any = true
-			for _, id := range p.out[s] {
+			for _, id := range p.out[int(off)/p.nclass] {
 				hits[id>>6] |= 1 << (id & 63)
 			}
 		}
