@@ -38,6 +38,9 @@ func runtimeFindings(s *Snapshot, err error) ([]check.Finding, error) {
 		return []check.Finding{{Severity: check.SeverityProblem, Condition: cond, Reason: "RuntimeUnresponsive", Message: fmt.Sprintf(
 			"the container runtime is hung or overloaded: %v; kubelet will soon report PLEG not healthy and the node NotReady; "+
 				"check the runtime's log (journalctl -u containerd / crio), stuck shims and D-state processes, and restart the runtime", err)}}, nil
+	case err != nil && isAnswer(err):
+		return []check.Finding{{Severity: check.SeverityProblem, Condition: cond, Reason: "RuntimeErrors", Message: fmt.Sprintf(
+			"the container runtime answers but fails: %v; check the runtime's log", err)}}, nil
 	case err != nil:
 		return []check.Finding{{Severity: check.SeverityProblem, Condition: cond, Reason: "RuntimeUnreachable", Message: fmt.Sprintf(
 			"cannot talk to the container runtime: %v; is it running (systemctl status containerd / crio) and is this the socket kubelet uses (--container-runtime-endpoint)?", err)}}, nil
@@ -51,4 +54,18 @@ func runtimeFindings(s *Snapshot, err error) ([]check.Finding, error) {
 			"%d CRI calls failed in the last snapshot, first: %v; the runtime is partly broken, check its log", len(s.Partial), s.Partial[0])})
 	}
 	return out, nil
+}
+
+// isAnswer reports whether err is an error the runtime sent back, as opposed
+// to no connection or no answer at all.
+func isAnswer(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	switch st.Code() {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		return false
+	}
+	return true
 }

@@ -71,16 +71,19 @@ func currentSandboxes(s *Snapshot) []*runtimeapi.PodSandbox {
 		}
 	}
 	out := make([]*runtimeapi.PodSandbox, 0, len(order))
+	names := make(map[*runtimeapi.PodSandbox]string, len(order))
 	for _, k := range order {
 		out = append(out, byPod[k])
+		names[byPod[k]] = PodObject(byPod[k]).String()
 	}
-	sort.SliceStable(out, func(i, j int) bool { return PodObject(out[i]).String() < PodObject(out[j]).String() })
+	sort.SliceStable(out, func(i, j int) bool { return names[out[i]] < names[out[j]] })
 	return out
 }
 
 func sandboxFindings(s *Snapshot, set *SandboxSettings) []check.Finding {
 	var out []check.Finding
-	for _, sb := range currentSandboxes(s) {
+	cur := currentSandboxes(s)
+	for _, sb := range cur {
 		o := PodObject(sb)
 		created := unixNano(sb.GetCreatedAt())
 		d := map[string]string{"sandbox_id": sb.GetId(), "attempt": fmt.Sprint(sb.GetMetadata().GetAttempt())}
@@ -116,7 +119,7 @@ func sandboxFindings(s *Snapshot, set *SandboxSettings) []check.Finding {
 		}
 	}
 	if len(out) == 0 {
-		out = append(out, ok("", "SandboxesHealthy", fmt.Sprintf("all %d current pod sandboxes are ready with containers, or finished", len(currentSandboxes(s)))))
+		out = append(out, ok("", "SandboxesHealthy", fmt.Sprintf("all %d current pod sandboxes are ready with containers, or finished", len(cur))))
 	}
 	return out
 }

@@ -62,10 +62,16 @@ func (g *instances) lastExited() *Container {
 }
 
 // groupInstances groups containers by sandbox and name, in a stable order.
+// The grouping is computed once per snapshot and shared by the checks.
 func groupInstances(s *Snapshot) []*instances {
+	s.groupsOnce.Do(func() { s.groups = buildGroups(s) })
+	return s.groups
+}
+
+func buildGroups(s *Snapshot) []*instances {
 	type key struct{ sandbox, name string }
-	m := map[key]*instances{}
-	var out []*instances
+	m := make(map[key]*instances, len(s.Containers))
+	out := make([]*instances, 0, len(s.Containers))
 	for i := range s.Containers {
 		c := &s.Containers[i]
 		k := key{c.GetPodSandboxId(), c.GetMetadata().GetName()}
@@ -77,6 +83,7 @@ func groupInstances(s *Snapshot) []*instances {
 		}
 		g.byAttempt = append(g.byAttempt, c)
 	}
+	keys := make(map[*instances]string, len(out))
 	for _, g := range out {
 		sort.Slice(g.byAttempt, func(i, j int) bool {
 			a, b := g.byAttempt[i], g.byAttempt[j]
@@ -85,10 +92,9 @@ func groupInstances(s *Snapshot) []*instances {
 			}
 			return a.GetCreatedAt() > b.GetCreatedAt()
 		})
+		keys[g] = ContainerObject(g.sandbox, g.latest()).String()
 	}
-	sort.SliceStable(out, func(i, j int) bool {
-		return ContainerObject(out[i].sandbox, out[i].latest()).String() < ContainerObject(out[j].sandbox, out[j].latest()).String()
-	})
+	sort.SliceStable(out, func(i, j int) bool { return keys[out[i]] < keys[out[j]] })
 	return out
 }
 

@@ -292,7 +292,7 @@ func (c *Client) call(ctx context.Context, what string, f func(ctx context.Conte
 	if status.Code(err) == codes.Unavailable {
 		c.drop(cn)
 	}
-	if errors.Is(cctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+	if (errors.Is(cctx.Err(), context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded) && ctx.Err() == nil {
 		return fmt.Errorf("cri: %s at %s: no answer within %s: %w", what, cn.endpoint, cn.timeout, err)
 	}
 	return fmt.Errorf("cri: %s at %s: %w", what, cn.endpoint, err)

@@ -47,12 +47,15 @@ type Snapshot struct {
 
 	sandboxByID map[string]*runtimeapi.PodSandbox
 	bySandbox   map[string][]*Container
+	groupsOnce  sync.Once
+	groups      []*instances
 }
 
 // Container is a listed container with its status.
 type Container struct {
 	*runtimeapi.Container
-	// Status is nil when ContainerStatus failed (e.g. the container was
+	// Status is nil for running containers (not asked: the list has what the
+	// checks need) and when ContainerStatus failed (e.g. the container was
 	// removed between list and status).
 	Status *runtimeapi.ContainerStatus
 }
@@ -275,9 +278,9 @@ func (s *Source) take(ctx context.Context) (*Snapshot, error) {
 	return snap, nil
 }
 
-// containerStatuses fills in statuses with bounded concurrency, reusing
-// cached statuses of exited containers and pruning the cache to what is
-// still listed.
+// containerStatuses fills in the statuses of containers that are not
+// running, with bounded concurrency, reusing cached statuses of exited
+// containers and pruning the cache to what is still listed.
 func (s *Source) containerStatuses(ctx context.Context, snap *Snapshot) {
 	var todo []int
 	s.mu.Lock()
@@ -285,7 +288,12 @@ func (s *Source) containerStatuses(ctx context.Context, snap *Snapshot) {
 	for i := range snap.Containers {
 		c := &snap.Containers[i]
 		seen[c.GetId()] = true
-		if c.GetState() == runtimeapi.ContainerState_CONTAINER_EXITED {
+		switch c.GetState() {
+		case runtimeapi.ContainerState_CONTAINER_RUNNING:
+			// The list says all the checks need of a running container;
+			// asking each one's status would be most of a round's cost.
+			continue
+		case runtimeapi.ContainerState_CONTAINER_EXITED:
 			if st, ok := s.exited[c.GetId()]; ok {
 				c.Status = st
 				continue
