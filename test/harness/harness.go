@@ -114,7 +114,9 @@ type State struct {
 }
 
 // hostPaths are shared host locations kubelet/containerd/CNI may create.
-var hostPaths = []string{"/run/containerd", "/var/run/netns", "/var/lib/cni", "/var/log/containers", "/var/log/pods"}
+// kubelet hard-codes /var/lib/kubelet/device-plugins whatever --root-dir says.
+var hostPaths = []string{"/run/containerd", "/var/run/netns", "/var/lib/cni", "/var/lib/kubelet",
+	"/var/log/containers", "/var/log/pods"}
 
 // cgroupNames are the cgroups kubelet (cgroupfs driver) creates per hierarchy.
 var cgroupNames = []string{"kubepods"}
@@ -507,6 +509,7 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 		"--config=" + kubeletCfg,
 		"--kubeconfig=" + kc["kubelet"],
 		"--root-dir=" + filepath.Join(wd, "kubelet"),
+		"--cert-dir=" + filepath.Join(wd, "kubelet-pki"),
 		"--hostname-override=" + opts.NodeName,
 		"--node-ip=" + opts.NodeIP,
 		"--v=1",
