@@ -99,6 +99,9 @@ type watcher struct {
 
 	mu  sync.Mutex
 	err error // of the last read, until the next attempt
+
+	failed   chan struct{} // closed when a read first fails
+	failOnce sync.Once
 }
 
 // Log returns the kernel-log check reading the host filesystem fsys.
@@ -126,7 +129,7 @@ func (c *LogChecker) newWatchers() ([]*watcher, error) {
 	}
 	out := make([]*watcher, len(sets))
 	for i, set := range sets {
-		out[i] = &watcher{set: set, src: c.source(set), mon: NewMonitor(set, c.clk, c.settings.MaxPendingFindings)}
+		out[i] = &watcher{set: set, src: c.source(set), mon: NewMonitor(set, c.clk, c.settings.MaxPendingFindings), failed: make(chan struct{})}
 	}
 	return out, nil
 }
@@ -163,7 +166,10 @@ const (
 )
 
 func (w *watcher) follow(ctx context.Context, clk clock.Clock) {
-	since := clk.Now().Add(-w.set.Lookback)
+	// Everything still in the log, for the conditions; events only from
+	// the lookback window.
+	var since time.Time
+	w.mon.SetEventWindow(clk.Now().Add(-w.set.Lookback))
 	delay := minRetry
 	for {
 		w.setErr(nil)
@@ -175,6 +181,7 @@ func (w *watcher) follow(ctx context.Context, clk clock.Clock) {
 			err = errors.New("stopped following")
 		}
 		w.setErr(err)
+		w.failOnce.Do(func() { close(w.failed) })
 		// Go on after the last line handled, not from the window again.
 		if t := w.mon.lineTime; t.After(since) {
 			since = t.Add(time.Nanosecond)
@@ -212,7 +219,19 @@ func (c *LogChecker) Run(ctx context.Context) ([]check.Finding, error) {
 		}
 		now := c.clk.Now()
 		for _, w := range ws {
-			w.err = w.src.Read(ctx, now.Add(-w.set.Lookback), false, w.mon)
+			w.mon.SetEventWindow(now.Add(-w.set.Lookback))
+			w.err = w.src.Read(ctx, time.Time{}, false, w.mon)
+		}
+	} else {
+		// Right after a start, wait for the log to be read back, so that a
+		// restart does not report a condition as cleared meanwhile.
+		for _, w := range ws {
+			select {
+			case <-w.mon.CaughtUp():
+			case <-w.failed:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%s: reading the log back: %w", w.src, ctx.Err())
+			}
 		}
 	}
 	var errs, missing []error

@@ -16,22 +16,19 @@ import (
 	"github.com/node-doctor/node-doctor/pkg/check"
 )
 
-func TestLogCheckOneShotReadsTheLookbackWindow(t *testing.T) {
-	now := time.Date(2026, 11, 23, 14, 0, 0, 0, time.UTC)
+// oldAndNewKmsg is a kernel log, 10000 s after boot, with an OOM kill and a
+// read-only remount an hour ago and an OOM kill a minute ago.
+func oldAndNewKmsg() kmsgFS {
 	fake := &fakeKmsg{items: []any{
-		// An hour before now: outside the 5m window.
 		[]byte("3,10,6400000000,-;Out of memory: Killed process 1 (old) total-vm:1kB, anon-rss:1kB, file-rss:0kB\n"),
-		// A minute ago.
-		[]byte("3,11,9940000000,-;Memory cgroup out of memory: Killed process 2 (new) total-vm:1kB, anon-rss:1kB, file-rss:0kB\n"),
-		[]byte("2,12,9950000000,-;EXT4-fs (sda1): Remounting filesystem read-only\n"),
+		[]byte("2,11,6400000001,-;EXT4-fs (sda1): Remounting filesystem read-only\n"),
+		[]byte("3,12,9940000000,-;Memory cgroup out of memory: Killed process 2 (new) total-vm:1kB, anon-rss:1kB, file-rss:0kB\n"),
 	}}
-	fsys := kmsgFS{MapFS: fstest.MapFS{"proc/uptime": {Data: []byte("10000.00 1.00\n")}}, fake: fake}
-	def := Log(fsys, clocktesting.NewFakeClock(now))
-	got, err := def.Check.Run(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := "OOMKilling new 2026-11-23T13:59:00Z|KernelHasNoDeadlock|FilesystemIsReadOnly|NoFrequentUnregisterNetDevice"
+	return kmsgFS{MapFS: fstest.MapFS{"proc/uptime": {Data: []byte("10000.00 1.00\n")}}, fake: fake}
+}
+
+// summarize renders findings as "reason[ process time]|...".
+func summarize(got []check.Finding) string {
 	var parts []string
 	for _, f := range got {
 		s := f.Reason
@@ -40,8 +37,42 @@ func TestLogCheckOneShotReadsTheLookbackWindow(t *testing.T) {
 		}
 		parts = append(parts, s)
 	}
-	if g := strings.Join(parts, "|"); g != want {
+	return strings.Join(parts, "|")
+}
+
+// TestLogCheckOneShotReadsTheLookbackWindow: events come from the lookback
+// window only; conditions from all the log there is, so a filesystem that
+// went read-only an hour ago is still reported.
+func TestLogCheckOneShotReadsTheLookbackWindow(t *testing.T) {
+	now := time.Date(2026, 11, 23, 14, 0, 0, 0, time.UTC)
+	def := Log(oldAndNewKmsg(), clocktesting.NewFakeClock(now))
+	got, err := def.Check.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "OOMKilling new 2026-11-23T13:59:00Z|KernelHasNoDeadlock|FilesystemIsReadOnly|NoFrequentUnregisterNetDevice"
+	if g := summarize(got); g != want {
 		t.Errorf("findings = %s\nwant       %s", g, want)
+	}
+}
+
+// TestLogCheckStartDoesNotFlipConditions: the first run after a start waits
+// for the log to be read back, so it reports the condition the node had.
+func TestLogCheckStartDoesNotFlipConditions(t *testing.T) {
+	now := time.Date(2026, 11, 23, 14, 0, 0, 0, time.UTC)
+	lc := Log(oldAndNewKmsg(), clocktesting.NewFakeClock(now)).Check.(*LogChecker)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := lc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := lc.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "OOMKilling new 2026-11-23T13:59:00Z|KernelHasNoDeadlock|FilesystemIsReadOnly|NoFrequentUnregisterNetDevice"
+	if g := summarize(got); g != want {
+		t.Errorf("first run after start = %s\nwant                      %s", g, want)
 	}
 }
 

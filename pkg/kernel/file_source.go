@@ -68,6 +68,7 @@ func (s *FileSource) Read(ctx context.Context, since time.Time, follow bool, sin
 				return err
 			}
 		}
+		sink.HandleCaughtUp()
 		if !follow {
 			return nil
 		}

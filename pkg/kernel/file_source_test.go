@@ -18,6 +18,7 @@ type chanSink struct{ ch chan string }
 func (c chanSink) HandleLine(l Line) { c.ch <- string(l.Text) }
 func (chanSink) HandleOverrun()      {}
 func (chanSink) HandleParseError()   {}
+func (chanSink) HandleCaughtUp()     {}
 
 // kernLine formats msg as rsyslog writes a kernel line.
 func kernLine(msg string) string {

@@ -57,8 +57,10 @@ func (s *KmsgSource) Read(ctx context.Context, since time.Time, follow bool, sin
 		return fmt.Errorf("kmsg: %s: %w", s.Path, err)
 	}
 	buf := make([]byte, kmsgBufSize)
+	wait := false
 	for {
-		n, err := rd.read(buf, follow)
+		n, err := rd.read(buf, wait)
+		wait = false
 		switch {
 		case err == nil:
 		case errors.Is(err, syscall.EPIPE):
@@ -67,8 +69,13 @@ func (s *KmsgSource) Read(ctx context.Context, since time.Time, follow bool, sin
 			sink.HandleOverrun()
 			continue
 		case errors.Is(err, errCaughtUp):
+			sink.HandleCaughtUp()
 			if !follow {
 				return nil
+			}
+			if rd.canWait() {
+				wait = true
+				continue
 			}
 			select {
 			case <-ctx.Done():
@@ -99,6 +106,8 @@ func (s *KmsgSource) Read(ctx context.Context, since time.Time, follow bool, sin
 type recordReader interface {
 	// read returns errCaughtUp when no record is ready and wait is false.
 	read(buf []byte, wait bool) (int, error)
+	// canWait says read can wait for the next record.
+	canWait() bool
 }
 
 func newRecordReader(f fs.File) (recordReader, error) {
@@ -125,6 +134,8 @@ func newRecordReader(f fs.File) (recordReader, error) {
 // rawReader reads the device with read(2): a record per call, EAGAIN when
 // caught up, EPIPE after an overrun. os.File.Read would hide neither.
 type rawReader struct{ rc syscall.RawConn }
+
+func (rawReader) canWait() bool { return true }
 
 func (r rawReader) read(buf []byte, wait bool) (int, error) {
 	var n int
@@ -154,6 +165,8 @@ func (r rawReader) read(buf []byte, wait bool) (int, error) {
 
 // plainReader reads any fs.File, one record per Read; tests use it.
 type plainReader struct{ f fs.File }
+
+func (plainReader) canWait() bool { return false }
 
 func (r plainReader) read(buf []byte, _ bool) (int, error) {
 	n, err := r.f.Read(buf)

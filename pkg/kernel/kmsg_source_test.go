@@ -49,6 +49,7 @@ type collectSink struct {
 	lines              []Line
 	texts              []string
 	overruns, badLines int
+	caughtUp           int
 }
 
 func (c *collectSink) HandleLine(l Line) {
@@ -57,6 +58,7 @@ func (c *collectSink) HandleLine(l Line) {
 }
 func (c *collectSink) HandleOverrun()    { c.overruns++ }
 func (c *collectSink) HandleParseError() { c.badLines++ }
+func (c *collectSink) HandleCaughtUp()    { c.caughtUp++ }
 
 func TestKmsgSourceLookbackOverrunAndBadRecords(t *testing.T) {
 	now := time.Date(2026, 11, 23, 14, 0, 0, 0, time.UTC)

@@ -42,6 +42,13 @@ type Monitor struct {
 	m          *matcher // used only by the goroutine feeding lines
 
 	lineTime time.Time // of the line being matched
+	// eventsSince hides temporary matches of older lines: permanent rules
+	// see all the log there is, to rebuild conditions after a restart,
+	// while events come only from the lookback window.
+	eventsSince time.Time
+
+	caughtUp     chan struct{} // closed once the log has been read up to now
+	caughtUpOnce sync.Once
 
 	lines, overruns, parseErrors atomic.Uint64
 
@@ -76,8 +83,20 @@ func NewMonitor(set *RuleSet, clk clock.PassiveClock, maxPending int) *Monitor {
 		set: set, clk: clk, maxPending: maxPending, m: newMatcher(set),
 		byReason: map[string]uint64{}, droppedSince: map[string]uint64{},
 		conds: map[string]*condState{}, freq: map[*Rule][]time.Time{},
+		caughtUp: make(chan struct{}),
 	}
 }
+
+// SetEventWindow makes the monitor ignore temporary matches of lines logged
+// before since; permanent rules still see them. Call before feeding lines.
+func (mo *Monitor) SetEventWindow(since time.Time) { mo.eventsSince = since }
+
+// HandleCaughtUp implements Sink.
+func (mo *Monitor) HandleCaughtUp() { mo.caughtUpOnce.Do(func() { close(mo.caughtUp) }) }
+
+// CaughtUp is closed once the source has handed over everything that was
+// in the log when it started.
+func (mo *Monitor) CaughtUp() <-chan struct{} { return mo.caughtUp }
 
 // HandleLine implements Sink.
 func (mo *Monitor) HandleLine(l Line) {
@@ -112,6 +131,9 @@ func (mo *Monitor) when() time.Time {
 
 func (mo *Monitor) onMatch(r *Rule, text []byte, sub []int) {
 	t := mo.when()
+	if !r.Permanent && t.Before(mo.eventsSince) {
+		return
+	}
 	mo.mu.Lock()
 	defer mo.mu.Unlock()
 	mo.matches++

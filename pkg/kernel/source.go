@@ -21,6 +21,9 @@ type Sink interface {
 	HandleOverrun()
 	// HandleParseError says a record could not be parsed and was skipped.
 	HandleParseError()
+	// HandleCaughtUp says every line logged so far has been handed over;
+	// a following source says so each time it reaches the end.
+	HandleCaughtUp()
 }
 
 // Source is a kernel or system log.
