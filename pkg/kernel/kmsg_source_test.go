@@ -58,7 +58,7 @@ func (c *collectSink) HandleLine(l Line) {
 }
 func (c *collectSink) HandleOverrun()    { c.overruns++ }
 func (c *collectSink) HandleParseError() { c.badLines++ }
-func (c *collectSink) HandleCaughtUp()    { c.caughtUp++ }
+func (c *collectSink) HandleCaughtUp()   { c.caughtUp++ }
 
 func TestKmsgSourceLookbackOverrunAndBadRecords(t *testing.T) {
 	now := time.Date(2026, 11, 23, 14, 0, 0, 0, time.UTC)

@@ -104,4 +104,4 @@ type funcSink struct{ fn func(Line) }
 func (f *funcSink) HandleLine(l Line) { f.fn(l) }
 func (f *funcSink) HandleOverrun()    {}
 func (f *funcSink) HandleParseError() {}
-func (f *funcSink) HandleCaughtUp()    {}
+func (f *funcSink) HandleCaughtUp()   {}
