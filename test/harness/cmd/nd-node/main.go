@@ -2,7 +2,7 @@
 // hand (make cluster-up / make cluster-down), and builds its images.
 //
 //	nd-node up [-proxy-mode iptables|nftables] [-work-dir DIR]
-//	nd-node down [-keep]
+//	nd-node down [-keep] [-work-dir DIR]
 //	nd-node images -out DIR
 package main
 
@@ -23,7 +23,8 @@ import (
 func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	if err := run(log, os.Args[1:]); err != nil {
-		log.Error("nd-node failed", "err", err)
+		// Printed as is: start errors carry multi-line component log tails.
+		fmt.Fprintln(os.Stderr, "nd-node:", err)
 		os.Exit(1)
 	}
 }
@@ -95,17 +96,30 @@ tear down with: make cluster-down
 func down(ctx context.Context, log *slog.Logger, args []string) error {
 	fs := flag.NewFlagSet("down", flag.ContinueOnError)
 	keep := fs.Bool("keep", false, "keep the work dir (logs, configs)")
+	workDir := fs.String("work-dir", "", "work directory of the node to stop (default <repo>/_output/cluster)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	wd := harness.ActiveWorkDir()
-	if wd == "" {
-		log.Info("no node is running")
-		return nil
+	if *workDir == "" {
+		root, err := harness.RepoRoot()
+		if err != nil {
+			return err
+		}
+		*workDir = filepath.Join(root, "_output", "cluster")
 	}
-	st, err := harness.LoadState(wd)
+	abs, err := filepath.Abs(*workDir)
 	if err != nil {
-		return err
+		return fmt.Errorf("work dir: %w", err)
+	}
+	// Only this work dir's node: a test elsewhere may own the active one.
+	st, err := harness.LoadState(abs)
+	if err != nil {
+		if active := harness.ActiveWorkDir(); active != "" && active != abs {
+			log.Info("no node from this work dir; another harness node is active, left alone", "work_dir", abs, "active", active)
+			return nil
+		}
+		log.Info("no node is running from this work dir", "work_dir", abs)
+		return nil
 	}
 	return harness.Teardown(context.WithoutCancel(ctx), log, st, *keep)
 }
