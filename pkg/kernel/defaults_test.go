@@ -120,6 +120,23 @@ func TestDefaultRulesIgnoreNoise(t *testing.T) {
 	}
 }
 
+func TestFrequentUnregisterNetDevice(t *testing.T) {
+	line := "unregister_netdevice: waiting for eth0 to become free. Usage count = 1"
+	got := feed(t, mustDefaults(t), line, line, line)
+	var events, conds int
+	for _, f := range got {
+		switch {
+		case f.Reason == "UnregisterNetDevice" && f.Condition == "":
+			events++
+		case f.Reason == "UnregisterNetDevice" && f.Condition == "FrequentUnregisterNetDevice":
+			conds++
+		}
+	}
+	if events != 3 || conds != 1 || len(got) != 4 {
+		t.Errorf("3 lines gave %d events and %d conditions (%d findings), want 3 and 1", events, conds, len(got))
+	}
+}
+
 func TestNICLinkFlappingNeedsThreeDownsInTheWindow(t *testing.T) {
 	set := mustDefaults(t)
 	down := "ixgbe 0000:01:00.0 eth0: NIC Link is Down"

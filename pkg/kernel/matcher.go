@@ -33,9 +33,9 @@ type matcher struct {
 	lastSeen  []uint64
 	multiTill uint64
 	hasMulti  bool
-	// matched holds the reasons matched on the current line: the first
-	// rule of a reason to match a line wins.
-	matched  []string
+	// matched holds the rules matched on the current line: of rules with
+	// the same reason and condition, the first to match a line wins.
+	matched  []*Rule
 	ring     [][]byte // the last BufferSize lines, oldest at ringHead
 	ringHead int
 	ringLen  int
@@ -102,8 +102,8 @@ func (m *matcher) process(line []byte, h matchHandler) {
 	for i, r := range m.set.Rules {
 		seen := m.hits[i>>6]&(1<<(i&63)) != 0
 		if !r.multiLine {
-			if seen && !slices.Contains(m.matched, r.Reason) && r.re.Match(line) && !m.skipped(r, line) {
-				m.matched = append(m.matched, r.Reason)
+			if seen && !m.alreadyMatched(r) && r.re.Match(line) && !m.skipped(r, line) {
+				m.matched = append(m.matched, r)
 				h.onMatch(r, line, nil)
 			}
 			continue
@@ -119,7 +119,7 @@ func (m *matcher) process(line []byte, h matchHandler) {
 		if !m.tail[i] && (m.lastSeen[i] == 0 || m.lineNo-m.lastSeen[i] >= uint64(m.set.BufferSize)) {
 			continue
 		}
-		if slices.Contains(m.matched, r.Reason) {
+		if m.alreadyMatched(r) {
 			continue
 		}
 		buf := m.join(r.spanLines)
@@ -139,7 +139,7 @@ func (m *matcher) process(line []byte, h matchHandler) {
 			}
 		}
 		if !m.skipped(r, text) {
-			m.matched = append(m.matched, r.Reason)
+			m.matched = append(m.matched, r)
 			h.onMatch(r, text, loc)
 		}
 	}
@@ -149,6 +149,12 @@ func (m *matcher) process(line []byte, h matchHandler) {
 			h.onRecovery(r, line)
 		}
 	}
+}
+
+func (m *matcher) alreadyMatched(r *Rule) bool {
+	return slices.ContainsFunc(m.matched, func(o *Rule) bool {
+		return o.Reason == r.Reason && o.Permanent == r.Permanent && o.Condition == r.Condition
+	})
 }
 
 func (m *matcher) skipped(r *Rule, text []byte) bool {
