@@ -37,7 +37,7 @@ func snapshot(ctx context.Context, src Snapshotter) (*Snapshot, error) {
 		if errors.As(err, &nr) {
 			return nil, check.NotApplicable("no container runtime on this machine (no socket at %s)", joinMax(nr.Tried, 3))
 		}
-		return nil, fmt.Errorf("container runtime not reachable (see check cri-runtime): %w", err)
+		return nil, fmt.Errorf("no snapshot of the container runtime (see check cri-runtime): %w", err)
 	}
 	return s, nil
 }

@@ -241,7 +241,12 @@ func (c *Client) socketExists(ep string) bool {
 		return false
 	}
 	fi, err := fs.Stat(c.opts.Endpoints.HostFS, p)
-	return err == nil && fi.Mode()&fs.ModeSocket != 0
+	if err != nil {
+		// An fs.FS without Stat opens the path, and opening a socket fails
+		// (ENXIO): only "does not exist" means there is nothing to dial.
+		return !errors.Is(err, fs.ErrNotExist)
+	}
+	return fi.Mode()&fs.ModeSocket != 0
 }
 
 func (c *Client) dial(ep string) (*grpc.ClientConn, error) {

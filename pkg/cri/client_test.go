@@ -281,3 +281,15 @@ func TestMalformedLabels(t *testing.T) {
 		}
 	}
 }
+
+// The agent's host filesystem is an fs.FS without Stat, where opening a
+// socket fails; the socket must still be found.
+func TestClientFindsSocketThroughPlainFS(t *testing.T) {
+	root := newRoot(t)
+	serveFake(t, root, containerdSock, newFakeRuntime())
+	c := NewClient(ClientOptions{Endpoints: EndpointOptions{HostFS: struct{ fs.FS }{os.DirFS(root)}}, Dial: UnixDialer(root)})
+	defer c.Close()
+	if _, err := c.Version(context.Background(), "v1"); err != nil || c.Endpoint() != "unix:///"+containerdSock {
+		t.Fatalf("%v, endpoint %q", err, c.Endpoint())
+	}
+}
