@@ -283,6 +283,10 @@ func Start(ctx context.Context, log *slog.Logger, opts Options) (*Cluster, error
 		NodeName: opts.NodeName, NodeIP: opts.NodeIP, ProxyMode: opts.ProxyMode,
 		PodCIDR: opts.PodCIDR, ServiceCIDR: opts.ServiceCIDR, WorkDir: wd, log: log,
 	}
+	if err := claim(wd); err != nil {
+		_ = os.Remove(wd) // only if empty: nothing was started
+		return nil, err
+	}
 	start := time.Now()
 	log.Info("starting node", "work_dir", wd, "proxy_mode", opts.ProxyMode, "node_ip", opts.NodeIP)
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
@@ -296,6 +300,7 @@ func Start(ctx context.Context, log *slog.Logger, opts Options) (*Cluster, error
 				log.Error("teardown after failed start", "err", terr)
 			}
 		}
+		release(wd)
 		return nil, fmt.Errorf("harness: start node (logs kept in %s): %w\n%s", wd, err, tails)
 	}
 	log.Info("node ready", "node", c.NodeName, "proxy_mode", c.ProxyMode, "elapsed", time.Since(start).Round(100*time.Millisecond),
@@ -303,8 +308,12 @@ func Start(ctx context.Context, log *slog.Logger, opts Options) (*Cluster, error
 	return c, nil
 }
 
+// ErrBusy is returned by Start and StartContainerd when another harness
+// node runs on this host: there is one cni0 and one set of ports.
+var ErrBusy = errors.New("another harness node is running on this host")
+
 // recoverStale tears down a node whose harness died without stopping it,
-// and refuses to start next to a node that is still running.
+// and refuses (ErrBusy) to start next to a node that is still running.
 func recoverStale(ctx context.Context, log *slog.Logger) error {
 	wd := ActiveWorkDir()
 	if wd == "" {
@@ -312,14 +321,45 @@ func recoverStale(ctx context.Context, log *slog.Logger) error {
 	}
 	st, err := LoadState(wd)
 	if err != nil {
+		// A node that just claimed the pointer has not saved its state yet.
+		if fi, serr := os.Stat(activePointer); serr == nil && time.Since(fi.ModTime()) < time.Minute {
+			return fmt.Errorf("harness: %w (starting in %s)", ErrBusy, wd)
+		}
 		log.Warn("dropping unreadable active node pointer", "work_dir", wd, "err", err)
 		return os.Remove(activePointer)
 	}
 	if p := st.anyAlive(); p != nil {
-		return fmt.Errorf("harness: a node is already running from %s (%s pid %d); stop it first (make cluster-down)", wd, p.Name, p.Pid)
+		return fmt.Errorf("harness: %w: %s (%s pid %d); stop it first (make cluster-down)", ErrBusy, wd, p.Name, p.Pid)
 	}
 	log.Warn("tearing down leftovers of a node that was not stopped", "work_dir", wd)
 	return Teardown(ctx, log, st, true)
+}
+
+// claim atomically makes wd the active node, or fails with ErrBusy.
+func claim(wd string) error {
+	if err := os.MkdirAll(filepath.Dir(activePointer), 0o755); err != nil {
+		return fmt.Errorf("harness: active pointer: %w", err)
+	}
+	f, err := os.OpenFile(activePointer, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		if os.IsExist(err) {
+			return fmt.Errorf("harness: %w: %s", ErrBusy, ActiveWorkDir())
+		}
+		return fmt.Errorf("harness: active pointer: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(wd + "\n"); err != nil {
+		return fmt.Errorf("harness: active pointer: %w", err)
+	}
+	return nil
+}
+
+// release drops the active pointer if it names wd.
+func release(wd string) {
+	if ActiveWorkDir() == wd {
+		_ = os.Remove(activePointer)
+		_ = os.Remove(filepath.Dir(activePointer)) // only if empty
+	}
 }
 
 func (c *Cluster) start(ctx context.Context, opts Options) error {
@@ -352,12 +392,6 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 	c.state = st
 	if err := st.save(); err != nil {
 		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(activePointer), 0o755); err != nil {
-		return fmt.Errorf("active pointer: %w", err)
-	}
-	if err := os.WriteFile(activePointer, []byte(wd+"\n"), 0o644); err != nil {
-		return fmt.Errorf("active pointer: %w", err)
 	}
 
 	// Node address on lo, and a blackhole for the service range so a

@@ -33,10 +33,16 @@ func StartContainerd(ctx context.Context, log *slog.Logger, opts ContainerdOptio
 	if err != nil {
 		return nil, fmt.Errorf("harness: work dir: %w", err)
 	}
+	if err := claim(wd); err != nil {
+		_ = os.Remove(wd) // only if empty: nothing was started
+		return nil, err
+	}
 	if err := checkRanges(ctx, opts.PodCIDR); err != nil {
+		release(wd)
 		return nil, fmt.Errorf("harness: %w", err)
 	}
 	if linkExists(BridgeName) {
+		release(wd)
 		return nil, fmt.Errorf("harness: link %s already exists; refusing to share it", BridgeName)
 	}
 	st := &State{
@@ -50,16 +56,12 @@ func StartContainerd(ctx context.Context, log *slog.Logger, opts ContainerdOptio
 		st.Preexisting[cg] = true
 	}
 	if err := os.MkdirAll(wd, 0o755); err != nil {
+		release(wd)
 		return nil, fmt.Errorf("harness: work dir: %w", err)
 	}
 	if err := st.save(); err != nil {
+		release(wd)
 		return nil, err
-	}
-	if err := os.MkdirAll(filepath.Dir(activePointer), 0o755); err != nil {
-		return nil, fmt.Errorf("harness: active pointer: %w", err)
-	}
-	if err := os.WriteFile(activePointer, []byte(wd+"\n"), 0o644); err != nil {
-		return nil, fmt.Errorf("harness: active pointer: %w", err)
 	}
 	opts.Dir = filepath.Join(wd, "containerd")
 	c, err := startContainerdState(ctx, log, st, opts)

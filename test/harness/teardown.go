@@ -103,10 +103,7 @@ func Teardown(ctx context.Context, log *slog.Logger, st *State, keepWorkDir bool
 	note(removeCgroups(st))
 	note(cleanHostPaths(st))
 
-	if ActiveWorkDir() == st.WorkDir {
-		_ = os.Remove(activePointer)
-		_ = os.Remove(filepath.Dir(activePointer)) // only if empty
-	}
+	release(st.WorkDir)
 	if !keepWorkDir {
 		if err := os.RemoveAll(st.WorkDir); err != nil {
 			note(fmt.Errorf("remove work dir: %w", err))

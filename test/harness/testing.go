@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"strings"
@@ -30,6 +31,23 @@ func RequireRoot(t testing.TB) {
 	}
 }
 
+// BusyWait bounds how long StartT and StartContainerdT wait for another
+// harness node on this host (another test binary, make cluster-up) to stop.
+var BusyWait = 15 * time.Minute
+
+func waitNotBusy(t testing.TB, start func() error) error {
+	t.Helper()
+	deadline := time.Now().Add(BusyWait)
+	for {
+		err := start()
+		if !errors.Is(err, ErrBusy) || time.Now().After(deadline) {
+			return err
+		}
+		t.Logf("waiting for the other harness node to stop: %v", err)
+		time.Sleep(10 * time.Second)
+	}
+}
+
 // StartT starts a node for a test: skips when not root, fails (never skips)
 // when the node cannot come up, and registers teardown. When the test
 // failed, teardown prints every component's log tail and keeps the work dir.
@@ -37,7 +55,11 @@ func StartT(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	RequireRoot(t)
 	log := TestLogger(t)
-	c, err := Start(context.Background(), log, opts)
+	var c *Cluster
+	err := waitNotBusy(t, func() (err error) {
+		c, err = Start(context.Background(), log, opts)
+		return err
+	})
 	if err != nil {
 		t.Fatalf("start node: %v", err)
 	}
@@ -60,7 +82,11 @@ func StartContainerdT(t testing.TB, opts ContainerdOptions) *Containerd {
 	t.Helper()
 	RequireRoot(t)
 	log := TestLogger(t)
-	c, err := StartContainerd(context.Background(), log, opts)
+	var c *Containerd
+	err := waitNotBusy(t, func() (err error) {
+		c, err = StartContainerd(context.Background(), log, opts)
+		return err
+	})
 	if err != nil {
 		t.Fatalf("start containerd: %v", err)
 	}
