@@ -304,7 +304,11 @@ func compileRule(i int, s *ruleSpec, conds map[string]bool, npd bool) (*Rule, []
 		case npd:
 			expr = `(?:` + s.Pattern + `)\z`
 		}
-		re, err := regexp.Compile(expr)
+		// Compiling the pattern alone first keeps the wrapping out of errors.
+		re, err := regexp.Compile(s.Pattern)
+		if err == nil {
+			re, err = regexp.Compile(expr)
+		}
 		switch {
 		case err != nil:
 			fail("pattern: %v", err)
