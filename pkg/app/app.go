@@ -110,7 +110,8 @@ Exit codes of check: 0 healthy, 1 problems found or a check could not run,
 // setup merges file and flags, validates, and builds the selected checks.
 type setup struct {
 	cfg  config.Config
-	defs []*check.Definition
+	all  []*check.Definition // every check, for the condition types node-doctor owns
+	defs []*check.Definition // the checks that run
 	log  *slog.Logger
 	// criMetrics describe the runtime and every CRI call.
 	criMetrics *cri.Metrics
@@ -149,8 +150,13 @@ func (g *globals) setup(flags *pflag.FlagSet, stderr io.Writer) (*setup, error) 
 	override("host-root", &cfg.HostRoot, g.hostRoot)
 	override("log-level", &cfg.LogLevel, g.logLevel)
 	override("log-format", &cfg.LogFormat, g.logFormat)
-	if f := flags.Lookup("metrics-address"); f != nil && f.Changed {
-		cfg.MetricsAddress = f.Value.String()
+	for name, dst := range map[string]*string{"metrics-address": &cfg.MetricsAddress, "kubeconfig": &cfg.Kubeconfig, "node-name": &cfg.NodeName} {
+		if f := flags.Lookup(name); f != nil && f.Changed {
+			*dst = f.Value.String()
+		}
+	}
+	if f := flags.Lookup("condition-heartbeat"); f != nil && f.Changed {
+		cfg.ConditionHeartbeat, _ = flags.GetDuration("condition-heartbeat")
 	}
 	if err := cfg.Validate(); err != nil {
 		return fail(fmt.Errorf("invalid flags: %w", err))
@@ -165,7 +171,7 @@ func (g *globals) setup(flags *pflag.FlagSet, stderr io.Writer) (*setup, error) 
 		return fail(err)
 	}
 	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
-	return &setup{cfg: cfg, defs: selected, log: log, criMetrics: criMetrics}, nil
+	return &setup{cfg: cfg, all: defs, defs: selected, log: log, criMetrics: criMetrics}, nil
 }
 
 func newLogger(w io.Writer, level, format string) *slog.Logger {

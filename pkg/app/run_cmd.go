@@ -2,14 +2,19 @@ package app
 
 import (
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/node-doctor/node-doctor/pkg/check"
 	"github.com/node-doctor/node-doctor/pkg/config"
+	"github.com/node-doctor/node-doctor/pkg/kube"
 	"github.com/node-doctor/node-doctor/pkg/metrics"
 	"github.com/node-doctor/node-doctor/pkg/server"
 	"github.com/node-doctor/node-doctor/pkg/version"
@@ -17,17 +22,28 @@ import (
 
 var timeNow = time.Now
 
+// kubeFlags are the run command's Kubernetes reporting flags.
+type kubeFlags struct {
+	qps       float32
+	burst     int
+	eventsQPS float64
+}
+
 func newRunCommand(g *globals) *cobra.Command {
-	var metricsAddr string
+	var kf kubeFlags
 	cmd := &cobra.Command{
 		Use:   "run",
-		Short: "Run the agent: checks on their intervals, metrics and probes over HTTP",
+		Short: "Run the agent: checks on their intervals, metrics and probes over HTTP, node conditions and Events",
 		Long: `Run every enabled check on its interval (each with its own timeout, so one
 hung check never holds up the others) and serve:
 
   /metrics   Prometheus metrics (node_doctor_*)
   /healthz   200 while checks keep completing; 503 when one is hung or stalled
   /readyz    200 once every check has completed at least once
+
+With a cluster (--kubeconfig, or in-cluster config in a pod), findings also
+become the node conditions node-doctor owns and Events on the Node or Pod.
+Without one, reporting to Kubernetes is off (said once in the log).
 
 Stops cleanly on SIGINT or SIGTERM.`,
 		Args: cobra.NoArgs,
@@ -39,8 +55,15 @@ Stops cleanly on SIGINT or SIGTERM.`,
 			v, rev := version.Get()
 			s.log.Info("starting node-doctor", "version", v, "revision", rev, "checks", len(s.defs), "host_root", s.cfg.HostRoot)
 			m := metrics.New(s.defs)
-			m.Registry.MustRegister(s.criMetrics)
-			runner := check.NewRunner(s.defs, nil, s.log, m)
+			reporters := []check.Reporter{m}
+			k, err := kubeReporters(s, kf, m)
+			if err != nil {
+				return &exitError{ExitFailure, err}
+			}
+			if k != nil {
+				reporters = append(reporters, k.conditions, k.events)
+			}
+			runner := check.NewRunner(s.defs, nil, s.log, reporters...)
 			srv, err := server.Listen(s.cfg.MetricsAddress, m.Registry, runner.Healthy, runner.Ready, s.log)
 			if err != nil {
 				return &exitError{ExitFailure, err}
@@ -48,6 +71,10 @@ Stops cleanly on SIGINT or SIGTERM.`,
 			eg, ctx := errgroup.WithContext(cmd.Context())
 			eg.Go(func() error { return runner.Run(ctx) })
 			eg.Go(func() error { return srv.Serve(ctx) })
+			if k != nil {
+				eg.Go(func() error { return k.conditions.Run(ctx) })
+				eg.Go(func() error { return k.events.Run(ctx) })
+			}
 			if err := eg.Wait(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return &exitError{ExitFailure, err}
 			}
@@ -55,6 +82,57 @@ Stops cleanly on SIGINT or SIGTERM.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&metricsAddr, "metrics-address", config.DefaultMetricsAddress, "address to serve /metrics, /healthz and /readyz on")
+	f := cmd.Flags()
+	f.String("metrics-address", config.DefaultMetricsAddress, "address to serve /metrics, /healthz and /readyz on")
+	f.String("kubeconfig", "", "kubeconfig to report node conditions and Events with (default: in-cluster config when in a pod; none: no reporting)")
+	f.String("node-name", "", "this node's name in Kubernetes (default: $NODE_NAME, then the hostname)")
+	f.Duration("condition-heartbeat", 5*time.Minute, "how often unchanged node conditions are rewritten (10s to 1h)")
+	f.Float32Var(&kf.qps, "kube-api-qps", 5, "queries per second to the Kubernetes API server")
+	f.IntVar(&kf.burst, "kube-api-burst", 10, "burst of queries to the Kubernetes API server")
+	f.Float64Var(&kf.eventsQPS, "events-qps", 1, "Events written per second at most (burst 20); more wait in a bounded queue")
 	return cmd
+}
+
+type kubeParts struct {
+	conditions *kube.Conditions
+	events     *kube.Events
+}
+
+// kubeReporters builds the condition and event reporters, or returns nil
+// when no cluster is configured.
+func kubeReporters(s *setup, kf kubeFlags, m *metrics.Reporter) (*kubeParts, error) {
+	rc, err := kube.RESTConfig(kube.ClientOptions{Kubeconfig: s.cfg.Kubeconfig, QPS: kf.qps, Burst: kf.burst, UserAgent: "node-doctor/" + versionString()})
+	if errors.Is(err, kube.ErrNoCluster) {
+		s.log.Info("reporting to Kubernetes is off", "why", err.Error())
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kube: client: %w", err)
+	}
+	node, err := kube.NodeName(s.cfg.NodeName, os.Getenv, os.Hostname)
+	if err != nil {
+		return nil, err
+	}
+	km := kube.NewMetrics()
+	if err := km.Register(m.Registry); err != nil {
+		return nil, fmt.Errorf("kube: metrics: %w", err)
+	}
+	api := kube.API{Client: cs}
+	log := s.log.With(slog.String("node", node))
+	s.log.Info("reporting to Kubernetes", "node", node, "api_server", rc.Host)
+	return &kubeParts{
+		conditions: kube.NewConditions(api, kube.ConditionOptions{
+			Node: node, All: s.all, Enabled: s.defs, Heartbeat: s.cfg.ConditionHeartbeat, Log: log, Metrics: km,
+		}),
+		events: kube.NewEvents(api, kube.EventOptions{Node: node, QPS: kf.eventsQPS, Log: log, Metrics: km}),
+	}, nil
+}
+
+func versionString() string {
+	v, _ := version.Get()
+	return v
 }

@@ -35,13 +35,23 @@ type Config struct {
 	MetricsAddress string
 	LogLevel       string
 	LogFormat      string
+	// Kubeconfig and NodeName say where to report; empty Kubeconfig means
+	// in-cluster config when in a pod, otherwise no reporting.
+	Kubeconfig string
+	NodeName   string
+	// ConditionHeartbeat is how often unchanged node conditions are
+	// rewritten.
+	ConditionHeartbeat time.Duration
 	// Disabled holds checks turned off by the file.
 	Disabled map[string]bool
 }
 
 // Default returns the configuration used with no file and no flags.
 func Default() Config {
-	return Config{HostRoot: "/", MetricsAddress: DefaultMetricsAddress, LogLevel: "info", LogFormat: "text", Disabled: map[string]bool{}}
+	return Config{
+		HostRoot: "/", MetricsAddress: DefaultMetricsAddress, LogLevel: "info", LogFormat: "text",
+		ConditionHeartbeat: 5 * time.Minute, Disabled: map[string]bool{},
+	}
 }
 
 // LoadFile reads the file at path and applies it; see Load.
@@ -87,10 +97,16 @@ func Load(data []byte, defs []*check.Definition) (Config, error) {
 			c.LogLevel, err = str(p)
 		case "logFormat":
 			c.LogFormat, err = str(p)
+		case "kubeconfig":
+			c.Kubeconfig, err = str(p)
+		case "nodeName":
+			c.NodeName, err = str(p)
+		case "conditionHeartbeat":
+			c.ConditionHeartbeat, err = duration(p)
 		case "checks":
 			err = applyChecks(p.value, defs, c.Disabled)
 		default:
-			err = unknown(p, []string{"hostRoot", "metricsAddress", "logLevel", "logFormat", "checks"})
+			err = unknown(p, []string{"hostRoot", "metricsAddress", "logLevel", "logFormat", "kubeconfig", "nodeName", "conditionHeartbeat", "checks"})
 		}
 		if err != nil {
 			return c, err
@@ -112,6 +128,9 @@ func (c Config) Validate() error {
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
 		errs = append(errs, fmt.Errorf("logLevel: %q is not one of debug, info, warn, error", c.LogLevel))
+	}
+	if c.ConditionHeartbeat < 10*time.Second || c.ConditionHeartbeat > time.Hour {
+		errs = append(errs, fmt.Errorf("conditionHeartbeat: %s is out of range 10s to 1h", c.ConditionHeartbeat))
 	}
 	if !slices.Contains([]string{"text", "json"}, c.LogFormat) {
 		errs = append(errs, fmt.Errorf("logFormat: %q is not one of text, json", c.LogFormat))

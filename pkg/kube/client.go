@@ -1,0 +1,114 @@
+// Package kube reports findings to Kubernetes: the node conditions
+// node-doctor owns, and Events on the Node or on the Pod a finding is about.
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ErrNoCluster means no kubeconfig was given and the agent is not in a pod.
+var ErrNoCluster = errors.New("no cluster configured: no --kubeconfig and not running in a pod")
+
+// ClientOptions say how to reach the API server.
+type ClientOptions struct {
+	Kubeconfig string
+	QPS        float32
+	Burst      int
+	UserAgent  string
+}
+
+// RESTConfig returns the client config: the kubeconfig file when given,
+// otherwise in-cluster config, otherwise ErrNoCluster.
+func RESTConfig(o ClientOptions) (*rest.Config, error) {
+	var cfg *rest.Config
+	var err error
+	switch {
+	case o.Kubeconfig != "":
+		cfg, err = clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("kube: load kubeconfig %s: %w", o.Kubeconfig, err)
+		}
+	case os.Getenv("KUBERNETES_SERVICE_HOST") != "":
+		cfg, err = rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("kube: in-cluster config: %w", err)
+		}
+	default:
+		return nil, ErrNoCluster
+	}
+	cfg.QPS, cfg.Burst = o.QPS, o.Burst
+	cfg.UserAgent = o.UserAgent
+	return cfg, nil
+}
+
+// NodeName picks the node's name: the flag, then NODE_NAME (downward API),
+// then the hostname, lower-cased as kubelet registers it.
+func NodeName(flag string, getenv func(string) string, hostname func() (string, error)) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	if n := getenv("NODE_NAME"); n != "" {
+		return n, nil
+	}
+	h, err := hostname()
+	if err != nil {
+		return "", fmt.Errorf("kube: node name: no --node-name, no NODE_NAME, and hostname failed: %w", err)
+	}
+	return strings.ToLower(strings.TrimSpace(h)), nil
+}
+
+// NodeAPI is what the condition manager needs of the API server.
+type NodeAPI interface {
+	GetNode(ctx context.Context, name string) (*corev1.Node, error)
+	PatchNodeStatus(ctx context.Context, name string, patch []byte) error
+}
+
+// EventAPI is what the event recorder needs of the API server.
+type EventAPI interface {
+	GetEvent(ctx context.Context, namespace, name string) (*corev1.Event, error)
+	CreateEvent(ctx context.Context, ev *corev1.Event) error
+	PatchEvent(ctx context.Context, namespace, name string, patch []byte) error
+}
+
+// API implements NodeAPI and EventAPI over a clientset.
+type API struct{ Client kubernetes.Interface }
+
+// GetNode reads a node.
+func (a API) GetNode(ctx context.Context, name string) (*corev1.Node, error) {
+	return a.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+}
+
+// PatchNodeStatus applies a strategic merge patch to the node's status.
+func (a API) PatchNodeStatus(ctx context.Context, name string, patch []byte) error {
+	_, err := a.Client.CoreV1().Nodes().PatchStatus(ctx, name, patch)
+	return err
+}
+
+// GetEvent reads an event.
+func (a API) GetEvent(ctx context.Context, namespace, name string) (*corev1.Event, error) {
+	return a.Client.CoreV1().Events(namespace).Get(ctx, name, metav1.GetOptions{})
+}
+
+// CreateEvent creates an event.
+func (a API) CreateEvent(ctx context.Context, ev *corev1.Event) error {
+	_, err := a.Client.CoreV1().Events(ev.Namespace).Create(ctx, ev, metav1.CreateOptions{})
+	return err
+}
+
+// PatchEvent merge-patches an event.
+func (a API) PatchEvent(ctx context.Context, namespace, name string, patch []byte) error {
+	_, err := a.Client.CoreV1().Events(namespace).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+	return err
+}

@@ -1,0 +1,311 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+
+	"github.com/node-doctor/node-doctor/pkg/check"
+)
+
+// ConditionOptions configure the condition manager.
+type ConditionOptions struct {
+	Node string
+	// All lists every check node-doctor has, enabled or not: the condition
+	// types they may drive are the ones node-doctor owns, and owned types no
+	// enabled check drives are removed from the node.
+	All []*check.Definition
+	// Enabled lists the checks that run.
+	Enabled []*check.Definition
+	// Heartbeat is how often unchanged conditions are rewritten.
+	Heartbeat time.Duration
+	Clock     clock.WithTicker
+	Log       *slog.Logger
+	Metrics   *Metrics
+}
+
+// maxMessage bounds a condition message; several findings are joined.
+const maxMessage = 1024
+
+// Conditions keeps the node conditions node-doctor owns in step with the
+// latest findings. It writes only its own types, with a strategic merge
+// patch of the status subresource, so kubelet's conditions are never
+// touched and no resourceVersion conflict can arise.
+type Conditions struct {
+	api       NodeAPI
+	o         ConditionOptions
+	owned     []string
+	producers map[string][]string // enabled type -> checks that drive it
+
+	mu     sync.Mutex
+	latest map[string]check.Result
+	wake   chan struct{}
+}
+
+// NewConditions builds a condition manager; call Run to start it.
+func NewConditions(api NodeAPI, o ConditionOptions) *Conditions {
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	c := &Conditions{api: api, o: o, producers: map[string][]string{}, latest: map[string]check.Result{}, wake: make(chan struct{}, 1)}
+	for _, d := range o.All {
+		for _, t := range d.Conditions {
+			if !slices.Contains(c.owned, t) {
+				c.owned = append(c.owned, t)
+			}
+		}
+	}
+	for _, d := range o.Enabled {
+		for _, t := range d.Conditions {
+			c.producers[t] = append(c.producers[t], d.Name)
+		}
+	}
+	return c
+}
+
+// Report records a result and wakes the writer. It never blocks.
+func (c *Conditions) Report(res check.Result) {
+	c.mu.Lock()
+	c.latest[res.Check] = res
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run reads the node's current conditions, then writes changes as results
+// arrive and heartbeats every Heartbeat, retrying with backoff while the
+// API server is away. It returns when ctx is done.
+func (c *Conditions) Run(ctx context.Context) error {
+	onNode, stale, err := c.readNode(ctx)
+	if err != nil {
+		return nil // ctx done
+	}
+	tick := c.o.Clock.NewTicker(c.o.Heartbeat / 4)
+	defer tick.Stop()
+	var retry <-chan time.Time
+	backoff := time.Second
+	var lastWrite time.Time
+	for _, cond := range onNode {
+		if t := cond.LastHeartbeatTime.Time; lastWrite.IsZero() || t.Before(lastWrite) {
+			lastWrite = t
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.wake:
+		case <-tick.C():
+		case <-retry:
+			retry = nil
+		}
+		now := c.o.Clock.Now()
+		c.mu.Lock()
+		want := desiredConditions(c.producers, c.latest, onNode, now)
+		c.mu.Unlock()
+		c.recordMetrics(want)
+		heartbeatDue := now.Sub(lastWrite) >= c.o.Heartbeat
+		if len(want) == 0 && len(stale) == 0 {
+			continue
+		}
+		if !heartbeatDue && len(stale) == 0 && sameConditions(want, onNode) {
+			continue
+		}
+		patch, err := conditionPatch(want, stale)
+		if err != nil {
+			c.o.Log.Error("build node condition patch", "err", err)
+			continue
+		}
+		err = c.api.PatchNodeStatus(ctx, c.o.Node, patch)
+		c.o.Metrics.request("patch_node_status", err)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			c.o.Log.Warn("write node conditions; will retry", "node", c.o.Node, "retry_in", backoff, "err", err)
+			retry = c.o.Clock.After(backoff)
+			backoff = min(2*backoff, time.Minute)
+			continue
+		}
+		backoff = time.Second
+		if len(stale) > 0 {
+			c.o.Log.Info("removed node conditions no enabled check drives", "conditions", stale)
+		}
+		for t, cond := range want {
+			if old, ok := onNode[t]; !ok || old.Status != cond.Status {
+				c.o.Log.Info("node condition changed", "condition", t, "status", cond.Status, "reason", cond.Reason)
+			}
+		}
+		for t, cond := range want {
+			onNode[t] = cond
+		}
+		stale, lastWrite = nil, now
+	}
+}
+
+// readNode fetches the node until it succeeds, returning the conditions it
+// holds of the enabled types (so a restart does not flap them) and the owned
+// types present that no enabled check drives.
+func (c *Conditions) readNode(ctx context.Context) (map[string]corev1.NodeCondition, []string, error) {
+	backoff := time.Second
+	for {
+		n, err := c.api.GetNode(ctx, c.o.Node)
+		c.o.Metrics.request("get_node", err)
+		if err == nil {
+			have := map[string]corev1.NodeCondition{}
+			var stale []string
+			for _, cond := range n.Status.Conditions {
+				t := string(cond.Type)
+				switch {
+				case c.producers[t] != nil:
+					have[t] = cond
+				case slices.Contains(c.owned, t):
+					stale = append(stale, t)
+				}
+			}
+			return have, stale, nil
+		}
+		c.o.Log.Warn("read node; will retry", "node", c.o.Node, "retry_in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-c.o.Clock.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+func (c *Conditions) recordMetrics(want map[string]corev1.NodeCondition) {
+	if c.o.Metrics == nil {
+		return
+	}
+	for t, cond := range want {
+		for _, s := range []corev1.ConditionStatus{corev1.ConditionTrue, corev1.ConditionFalse, corev1.ConditionUnknown} {
+			v := 0.0
+			if cond.Status == s {
+				v = 1
+			}
+			c.o.Metrics.Conditions.WithLabelValues(t, string(s)).Set(v)
+		}
+	}
+}
+
+// desiredConditions computes each enabled condition type from the latest
+// results of the checks that drive it: True with the first problem's reason
+// when any found a problem; Unknown when none did but one could not run;
+// False otherwise. A type is left out until all its checks have run once.
+// lastTransitionTime is kept from prev when the status is unchanged.
+func desiredConditions(producers map[string][]string, latest map[string]check.Result, prev map[string]corev1.NodeCondition, now time.Time) map[string]corev1.NodeCondition {
+	out := map[string]corev1.NodeCondition{}
+	for t, checks := range producers {
+		var problems []string
+		var reason string
+		var failed []string
+		var okReasons []string
+		okMessage := ""
+		ran := true
+		for _, name := range checks {
+			res, ok := latest[name]
+			if !ok {
+				ran = false
+				break
+			}
+			if res.Status == check.StatusError {
+				failed = append(failed, fmt.Sprintf("%s: %v", name, res.Err))
+				continue
+			}
+			for _, f := range res.Findings {
+				if f.Condition != t {
+					continue
+				}
+				switch f.Severity {
+				case check.SeverityProblem:
+					if reason == "" {
+						reason = f.Reason
+					}
+					problems = append(problems, f.Message)
+				case check.SeverityOK:
+					if !slices.Contains(okReasons, f.Reason) {
+						okReasons = append(okReasons, f.Reason)
+						okMessage = f.Message
+					}
+				}
+			}
+		}
+		if !ran {
+			continue
+		}
+		cond := corev1.NodeCondition{Type: corev1.NodeConditionType(t)}
+		switch {
+		case len(problems) > 0:
+			cond.Status, cond.Reason, cond.Message = corev1.ConditionTrue, reason, joinMessages(problems)
+		case len(failed) > 0:
+			cond.Status, cond.Reason = corev1.ConditionUnknown, "CheckFailed"
+			cond.Message = joinMessages(append([]string{"node-doctor could not run"}, failed...))
+		case len(checks) == 1 && len(okReasons) == 1:
+			cond.Status, cond.Reason, cond.Message = corev1.ConditionFalse, okReasons[0], okMessage
+		default:
+			cond.Status, cond.Reason = corev1.ConditionFalse, "No"+t
+			cond.Message = "node-doctor checks " + strings.Join(checks, ", ") + " found no problem"
+		}
+		cond.LastHeartbeatTime = metav1.NewTime(now)
+		cond.LastTransitionTime = metav1.NewTime(now)
+		if p, ok := prev[t]; ok && p.Status == cond.Status && !p.LastTransitionTime.IsZero() {
+			cond.LastTransitionTime = p.LastTransitionTime
+		}
+		out[t] = cond
+	}
+	return out
+}
+
+func joinMessages(msgs []string) string {
+	s := strings.Join(msgs, "; ")
+	if len(s) > maxMessage {
+		s = s[:maxMessage-3] + "..."
+	}
+	return s
+}
+
+// sameConditions reports whether every condition in a is already in b as a
+// person sees it: status, reason, message.
+func sameConditions(a, b map[string]corev1.NodeCondition) bool {
+	for t, x := range a {
+		y, ok := b[t]
+		if !ok || x.Status != y.Status || x.Reason != y.Reason || x.Message != y.Message {
+			return false
+		}
+	}
+	return true
+}
+
+// conditionPatch is a strategic merge patch of status.conditions (merged by
+// type) setting want and deleting stale.
+func conditionPatch(want map[string]corev1.NodeCondition, stale []string) ([]byte, error) {
+	types := make([]string, 0, len(want))
+	for t := range want {
+		types = append(types, t)
+	}
+	slices.Sort(types)
+	items := make([]any, 0, len(want)+len(stale))
+	for _, t := range types {
+		items = append(items, want[t])
+	}
+	for _, t := range stale {
+		items = append(items, map[string]string{"type": t, "$patch": "delete"})
+	}
+	return json.Marshal(map[string]any{"status": map[string]any{"conditions": items}})
+}
