@@ -262,4 +262,3 @@ func TestRESTConfigNoCluster(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
-
