@@ -1,7 +1,9 @@
 package cri
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -86,5 +88,29 @@ func TestSandboxImageAndCNIDirsFromInfo(t *testing.T) {
 	conf, bin := CNIDirsFromInfo(info)
 	if conf != "/etc/cni/net.d" || bin != "/usr/lib/cni" {
 		t.Errorf("cni dirs %q %q", conf, bin)
+	}
+}
+
+// Fixtures captured from the e2e run against Debian's containerd 1.6.20
+// (ND_CRI_CAPTURE=dir go test -tags e2e -run CriRealContainerd ./test/e2e/).
+func TestCapturedContainerd16(t *testing.T) {
+	b, err := os.ReadFile("testdata/containerd-1.6-status-info.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info map[string]string
+	if err := json.Unmarshal(b, &info); err != nil {
+		t.Fatal(err)
+	}
+	if got := SandboxImageFromInfo(info); got != "localhost/node-doctor/pause:e2e" {
+		t.Errorf("sandbox image %q", got)
+	}
+	conf, bin := CNIDirsFromInfo(info)
+	if !strings.HasSuffix(conf, "/containerd/net.d") || bin != "/usr/lib/cni" {
+		t.Errorf("cni dirs %q %q", conf, bin)
+	}
+	got, err := TailLog(os.DirFS("testdata"), "/containerd-1.6-crash.log", LogTailLines, LogTailBytes)
+	if err != nil || got != "sleep: invalid number 'a'" {
+		t.Errorf("crash log tail %q, %v", got, err)
 	}
 }

@@ -102,6 +102,10 @@ func TestCriRealContainerd(t *testing.T) {
 		}
 	}
 
+	if dir := os.Getenv("ND_CRI_CAPTURE"); dir != "" {
+		captureCRI(ctx, t, p.rs, dir, got)
+	}
+
 	// The same through the binary, as an operator runs it.
 	agent := buildAgent(t)
 	rep, code := runAgentCRI(ctx, t, agent, c.Endpoint)
@@ -409,4 +413,29 @@ func restartContainerd(t *testing.T, c *harness.Containerd) {
 			<-done
 		}
 	})
+}
+
+// captureCRI writes what real containerd reported, for pkg/cri's testdata
+// (ND_CRI_CAPTURE=dir).
+func captureCRI(ctx context.Context, t *testing.T, rs runtimeapi.RuntimeServiceClient, dir string, got map[string][]check.Finding) {
+	t.Helper()
+	st, err := rs.Status(ctx, &runtimeapi.StatusRequest{Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.MarshalIndent(st.Info, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{"containerd-1.6-status-info.json": b}
+	if f := findFinding(got["cri-crash-loop"], "CrashLoop", "crash"); f != nil {
+		if b, err := os.ReadFile(f.Details["log_path"]); err == nil {
+			files["containerd-1.6-crash.log"] = b
+		}
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
