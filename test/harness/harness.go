@@ -72,6 +72,10 @@ type Options struct {
 	ServiceCIDR string
 	// Timeout bounds the whole start. Default 3 minutes.
 	Timeout time.Duration
+	// Detached marks a node meant to outlive the process that started it
+	// (make cluster-up). Otherwise, once the starting process is gone (a test
+	// binary killed by -timeout), the next Start tears the node down.
+	Detached bool
 }
 
 // Cluster is a running node. Stop it when done.
@@ -111,6 +115,14 @@ type State struct {
 	ChainsBefore  map[string][]string `json:"chains_before"`
 	NftBefore     []nftTable          `json:"nft_before"`
 	KubeProxyUsed bool                `json:"kube_proxy_used"`
+	// Owner is the process that started the node; see Options.Detached.
+	Owner    Proc `json:"owner"`
+	Detached bool `json:"detached"`
+}
+
+func currentOwner() Proc {
+	st, _ := procStartTime(os.Getpid())
+	return Proc{Name: "owner", Pid: os.Getpid(), StartTime: st}
 }
 
 // hostPaths are shared host locations kubelet/containerd/CNI may create.
@@ -329,7 +341,11 @@ func recoverStale(ctx context.Context, log *slog.Logger) error {
 		return os.Remove(activePointer)
 	}
 	if p := st.anyAlive(); p != nil {
-		return fmt.Errorf("harness: %w: %s (%s pid %d); stop it first (make cluster-down)", ErrBusy, wd, p.Name, p.Pid)
+		if st.Detached || st.Owner.Pid == 0 || st.Owner.Alive() {
+			return fmt.Errorf("harness: %w: %s (%s pid %d); stop it first (make cluster-down)", ErrBusy, wd, p.Name, p.Pid)
+		}
+		log.Warn("the process that started this node is gone; tearing the node down", "work_dir", wd, "owner_pid", st.Owner.Pid)
+		return Teardown(ctx, log, st, true)
 	}
 	log.Warn("tearing down leftovers of a node that was not stopped", "work_dir", wd)
 	return Teardown(ctx, log, st, true)
@@ -377,6 +393,7 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 	st := &State{
 		WorkDir: wd, KubeBinDir: opts.KubeBinDir, ProxyMode: opts.ProxyMode, NodeIP: opts.NodeIP,
 		PodCIDR: opts.PodCIDR, ServiceCIDR: opts.ServiceCIDR,
+		Owner: currentOwner(), Detached: opts.Detached,
 		Sysctls:      readSysctls(),
 		Preexisting:  map[string]bool{},
 		NetnsBefore:  dirEntries("/var/run/netns"),

@@ -46,7 +46,7 @@ func StartContainerd(ctx context.Context, log *slog.Logger, opts ContainerdOptio
 		return nil, fmt.Errorf("harness: link %s already exists; refusing to share it", BridgeName)
 	}
 	st := &State{
-		WorkDir: wd, PodCIDR: opts.PodCIDR, Sysctls: readSysctls(), Preexisting: map[string]bool{},
+		WorkDir: wd, PodCIDR: opts.PodCIDR, Sysctls: readSysctls(), Preexisting: map[string]bool{}, Owner: currentOwner(),
 		NetnsBefore: dirEntries("/var/run/netns"), ChainsBefore: iptablesChains(ctx), NftBefore: nftTables(ctx),
 	}
 	for _, p := range hostPaths {

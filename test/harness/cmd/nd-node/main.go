@@ -72,7 +72,7 @@ func up(ctx context.Context, log *slog.Logger, args []string) error {
 			return fmt.Errorf("clear work dir: %w", err)
 		}
 	}
-	c, err := harness.Start(ctx, log, harness.Options{ProxyMode: *mode, WorkDir: abs})
+	c, err := harness.Start(ctx, log, harness.Options{ProxyMode: *mode, WorkDir: abs, Detached: true})
 	if err != nil {
 		return err
 	}
