@@ -55,6 +55,9 @@ func TestLoadApplies(t *testing.T) {
 hostRoot: /host
 metricsAddress: 127.0.0.1:9999
 logLevel: debug
+kubeconfig: /etc/kubernetes/node-doctor.conf
+nodeName: worker-1
+conditionHeartbeat: 1m
 checks:
   alpha:
     interval: 30s
@@ -67,7 +70,8 @@ checks:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.HostRoot != "/host" || c.MetricsAddress != "127.0.0.1:9999" || c.LogLevel != "debug" {
+	if c.HostRoot != "/host" || c.MetricsAddress != "127.0.0.1:9999" || c.LogLevel != "debug" ||
+		c.Kubeconfig != "/etc/kubernetes/node-doctor.conf" || c.NodeName != "worker-1" || c.ConditionHeartbeat != time.Minute {
 		t.Errorf("top level not applied: %+v", c)
 	}
 	a := defs[0]
@@ -95,6 +99,8 @@ func TestLoadRejects(t *testing.T) {
 		"bad address":       {"metricsAddress: localhost\n", `metricsAddress: "localhost" is not host:port`},
 		"bad port":          {"metricsAddress: \":99999\"\n", `metricsAddress: port "99999"`},
 		"empty root":        {"hostRoot: \"\"\n", "hostRoot: must not be empty"},
+		"heartbeat range":   {"conditionHeartbeat: 1s\n", "conditionHeartbeat: 1s is out of range 10s to 1h"},
+		"heartbeat type":    {"conditionHeartbeat: soon\n", `conditionHeartbeat (line 1): "soon" is not a duration`},
 		"duplicate":         {"logLevel: info\nlogLevel: debug\n", "logLevel (line 2): duplicate key"},
 		"checks not map":    {"checks: [alpha]\n", "checks (line 1): must be a mapping"},
 		"unknown check":     {"checks:\n  gamma: {}\n", "checks.gamma (line 2): unknown check; known checks: alpha, beta"},
