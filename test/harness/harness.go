@@ -433,6 +433,9 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 	if err := checkPorts(opts.NodeIP); err != nil {
 		return err
 	}
+	if err := ensureBridgeNetfilter(ctx); err != nil {
+		return err
+	}
 
 	p, err := writePKI(filepath.Join(wd, "pki"), []net.IP{net.ParseIP(opts.NodeIP), serviceIP(opts.ServiceCIDR)})
 	if err != nil {

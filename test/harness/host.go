@@ -239,3 +239,26 @@ func haveCmd(name string) bool {
 	_, err := exec.LookPath(name)
 	return err == nil
 }
+
+// ensureBridgeNetfilter makes bridged pod traffic go through iptables, as
+// kube-proxy requires for a pod reaching a Service backed by a pod on the
+// same bridge: the reply must be un-DNATed. The sysctl is in hostSysctls,
+// so its old value is restored on teardown.
+func ensureBridgeNetfilter(ctx context.Context) error {
+	p := sysctlPath("net.bridge.bridge-nf-call-iptables")
+	if !pathExists(p) {
+		if _, err := run(ctx, "modprobe", "br_netfilter"); err != nil {
+			return fmt.Errorf("br_netfilter: %w", err)
+		}
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return fmt.Errorf("br_netfilter: %w", err)
+	}
+	if strings.TrimSpace(string(b)) != "1" {
+		if err := os.WriteFile(p, []byte("1"), 0o644); err != nil {
+			return fmt.Errorf("set bridge-nf-call-iptables: %w", err)
+		}
+	}
+	return nil
+}
