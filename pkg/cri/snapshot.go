@@ -143,6 +143,8 @@ type SourceOptions struct {
 	MaxAge time.Duration
 	// Parallel bounds concurrent ContainerStatus calls.
 	Parallel int
+	// Deadline bounds a whole snapshot; each call also has its own timeout.
+	Deadline time.Duration
 	Clock    clock.PassiveClock
 	Log      *slog.Logger
 	// Metrics, when set, is updated from every snapshot.
@@ -168,6 +170,8 @@ type Source struct {
 const (
 	DefaultMaxAge   = 10 * time.Second
 	DefaultParallel = 8
+	// DefaultDeadline stays inside the checks' 25s timeout.
+	DefaultDeadline = 20 * time.Second
 )
 
 // NewSource returns a Source reading from rt.
@@ -177,6 +181,9 @@ func NewSource(rt Runtime, o SourceOptions) *Source {
 	}
 	if o.Parallel <= 0 {
 		o.Parallel = DefaultParallel
+	}
+	if o.Deadline <= 0 {
+		o.Deadline = DefaultDeadline
 	}
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
@@ -211,8 +218,12 @@ func (s *Source) Snapshot(ctx context.Context) (*Snapshot, error) {
 		s.inflight = done
 		s.mu.Unlock()
 
-		// One caller giving up must not fail the fetch for the others.
-		snap, err := s.take(context.WithoutCancel(ctx))
+		// One caller giving up must not fail the fetch for the others, but a
+		// runtime answering every call just inside its timeout must not hold
+		// the fetch for ever either.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.Deadline)
+		snap, err := s.take(fctx)
+		cancel()
 		s.mu.Lock()
 		s.last, s.lastErr, s.lastAt, s.inflight = snap, err, s.opts.Clock.Now(), nil
 		s.mu.Unlock()

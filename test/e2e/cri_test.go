@@ -113,6 +113,46 @@ func TestCriRealContainerd(t *testing.T) {
 		t.Errorf("node-doctor check: exit %d, report:\n%s", code, rep)
 	}
 
+	// CNI config gone: containerd reports NetworkReady=false.
+	confDir := filepath.Join(filepath.Dir(c.Address), "net.d")
+	conf := filepath.Join(confDir, "10-bridge.conflist")
+	if err := os.Rename(conf, conf+".off"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Rename(conf+".off", conf) })
+	f := waitFinding(ctx, t, src, defs, "cri-network-ready", "NetworkNotReady", 30*time.Second)
+	if f.Condition != check.ConditionNetworkConfig || !strings.Contains(f.Message, confDir+" holds no .conf/.conflist file") {
+		t.Errorf("CNI config removed: %s %s", f.Reason, f.Message)
+	}
+	t.Logf("%s: %s", f.Reason, f.Message)
+	if err := os.Rename(conf+".off", conf); err != nil {
+		t.Fatal(err)
+	}
+	waitFinding(ctx, t, src, defs, "cri-network-ready", "NetworkReady", 30*time.Second)
+
+	// Pause image gone from the image store.
+	if out, err := exec.CommandContext(ctx, "ctr", "--address", c.Address, "-n", "k8s.io", "images", "rm", harness.PauseImage).CombinedOutput(); err != nil {
+		t.Fatalf("ctr images rm: %v: %s", err, out)
+	}
+	f = waitFinding(ctx, t, src, defs, "cri-sandbox-image", "SandboxImageMissing", 10*time.Second)
+	if f.Severity != check.SeverityProblem || !strings.Contains(f.Message, harness.PauseImage) {
+		t.Errorf("pause image removed: %s %s %s", f.Severity, f.Reason, f.Message)
+	}
+	t.Logf("%s: %s", f.Reason, f.Message)
+	for _, spec := range harness.DefaultImages() {
+		if spec.Ref != harness.PauseImage {
+			continue
+		}
+		path, err := harness.BuildImage(filepath.Join(filepath.Dir(c.Address), "images"), spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := harness.ImportImage(ctx, c.Address, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFinding(ctx, t, src, defs, "cri-sandbox-image", "SandboxImagePresent", 10*time.Second)
+
 	// Hung: containerd frozen, calls time out.
 	pid := c.Proc.Pid
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
@@ -437,5 +477,28 @@ func captureCRI(ctx context.Context, t *testing.T, rs runtimeapi.RuntimeServiceC
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// waitFinding reruns one check until its first finding has the reason.
+func waitFinding(ctx context.Context, t *testing.T, src *cri.Source, defs []check.Definition, name, reason string, max time.Duration) check.Finding {
+	t.Helper()
+	var def *check.Definition
+	for i := range defs {
+		if defs[i].Name == name {
+			def = &defs[i]
+		}
+	}
+	start := time.Now()
+	for {
+		src.Invalidate()
+		fs, err := def.Check.Run(ctx)
+		if err == nil && len(fs) > 0 && fs[0].Reason == reason {
+			return fs[0]
+		}
+		if time.Since(start) > max {
+			t.Fatalf("%s: no %s after %s: %v %s", name, reason, max, err, describe(fs))
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 }
