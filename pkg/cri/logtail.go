@@ -115,7 +115,7 @@ func ParseCRILog(data []byte) []string {
 // parseCRILine splits "2016-10-06T00:17:09.669794202Z stdout F text".
 func parseCRILine(line []byte) (text []byte, full, ok bool) {
 	f := bytes.SplitN(line, []byte{' '}, 4)
-	if len(f) < 3 || len(f[0]) < len("2006-01-02T15:04:05Z") || f[0][4] != '-' {
+	if len(f) < 3 || len(f[2]) == 0 || len(f[0]) < len("2006-01-02T15:04:05Z") || f[0][4] != '-' {
 		return nil, false, false
 	}
 	if s := string(f[1]); s != "stdout" && s != "stderr" {
