@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
 	"github.com/node-doctor/node-doctor/internal/testnetns"
 )
 
@@ -273,10 +275,18 @@ func TestRunServesMetrics(t *testing.T) {
 		`node_doctor_check_errors_total{check="bridge-netfilter"} 0`,
 		`node_doctor_build_info{goversion=`,
 		"go_goroutines ", "process_resident_memory_bytes ",
+		"node_doctor_kernel_log_lines_read_total", "node_doctor_cri_",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+	problems, err := promlint.New(strings.NewReader(body)).Lint()
+	if err != nil {
+		t.Fatalf("promlint: %v", err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
 	if code, _ = get(t, base+"/nope"); code != http.StatusNotFound {
 		t.Errorf("/nope: %d", code)

@@ -55,6 +55,9 @@ Stops cleanly on SIGINT or SIGTERM.`,
 			v, rev := version.Get()
 			s.log.Info("starting node-doctor", "version", v, "revision", rev, "checks", len(s.defs), "host_root", s.cfg.HostRoot)
 			m := metrics.New(s.defs)
+			if err := m.RegisterCheckCollectors(s.defs, s.criMetrics); err != nil {
+				return &exitError{ExitFailure, err}
+			}
 			reporters := []check.Reporter{m}
 			k, err := kubeReporters(s, kf, m)
 			if err != nil {

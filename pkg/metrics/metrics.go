@@ -4,6 +4,7 @@ package metrics
 
 import (
 	"errors"
+	"fmt"
 	"runtime"
 	"sync"
 
@@ -136,4 +137,21 @@ func (r *Reporter) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(findingsDesc, prometheus.GaugeValue, float64(n), k.check, k.cond, k.reason, k.sev)
 		}
 	}
+}
+
+// RegisterCheckCollectors registers the checks that expose metrics of their
+// own (those implementing prometheus.Collector) and extra collectors.
+func (r *Reporter) RegisterCheckCollectors(defs []*check.Definition, extra ...prometheus.Collector) error {
+	cs := extra
+	for _, d := range defs {
+		if c, ok := d.Check.(prometheus.Collector); ok {
+			cs = append(cs, c)
+		}
+	}
+	for _, c := range cs {
+		if err := r.Registry.Register(c); err != nil {
+			return fmt.Errorf("metrics: register collector: %w", err)
+		}
+	}
+	return nil
 }

@@ -1,12 +1,14 @@
 package metrics
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
@@ -93,5 +95,25 @@ node_doctor_check_skipped_total{check="ip-forward"} 1
 	}})
 	if n := testutil.CollectAndCount(r, "node_doctor_findings"); n != 0 {
 		t.Fatalf("%d findings series left after recovery", n)
+	}
+}
+
+type collectingCheck struct{ prometheus.Gauge }
+
+func (collectingCheck) Run(context.Context) ([]check.Finding, error) { return nil, nil }
+
+func TestRegisterCheckCollectors(t *testing.T) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "node_doctor_test_lines_read", Help: "x"})
+	defs := []*check.Definition{{Name: "plain", Check: check.Func(func(context.Context) ([]check.Finding, error) { return nil, nil })},
+		{Name: "collects", Check: collectingCheck{g}}}
+	r := New(defs)
+	if err := r.RegisterCheckCollectors(defs); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(r.Registry, "node_doctor_test_lines_read"); n != 1 {
+		t.Fatalf("check's own metric not exposed: %d", n)
+	}
+	if err := r.RegisterCheckCollectors(defs); err == nil {
+		t.Fatal("registering twice must fail")
 	}
 }
