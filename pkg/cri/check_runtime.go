@@ -46,8 +46,12 @@ func runtimeFindings(s *Snapshot, err error) ([]check.Finding, error) {
 			"cannot talk to the container runtime: %v; is it running (systemctl status containerd / crio) and is this the socket kubelet uses (--container-runtime-endpoint)?", err)}}, nil
 	}
 	v := s.Version
-	f := ok(cond, "RuntimeResponding", fmt.Sprintf("%s %s (CRI %s) answers at %s: %d pod sandboxes, %d containers, %d images",
-		v.GetRuntimeName(), v.GetRuntimeVersion(), v.GetRuntimeApiVersion(), s.Endpoint, len(s.Sandboxes), len(s.Containers), len(s.Images)))
+	at := ""
+	if s.Endpoint != "" {
+		at = " at " + s.Endpoint
+	}
+	f := ok(cond, "RuntimeResponding", fmt.Sprintf("%s %s (CRI %s) answers%s: %d pod sandboxes, %d containers, %d images",
+		v.GetRuntimeName(), v.GetRuntimeVersion(), v.GetRuntimeApiVersion(), at, len(s.Sandboxes), len(s.Containers), len(s.Images)))
 	out := []check.Finding{f}
 	if len(s.Partial) > 0 {
 		out = append(out, check.Finding{Severity: check.SeverityWarning, Condition: cond, Reason: "RuntimeCallsFailing", Message: fmt.Sprintf(

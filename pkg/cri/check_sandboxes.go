@@ -105,7 +105,7 @@ func sandboxFindings(s *Snapshot, set *SandboxSettings) []check.Finding {
 			if len(cs) > 0 && live == 0 || since < set.NotReadyAfter {
 				continue
 			}
-			msg := fmt.Sprintf("pod sandbox is NotReady (its pause container or network namespace is gone) but still has %d live containers", live)
+			msg := fmt.Sprintf("pod sandbox is NotReady (its pause container or network namespace is gone) but still has %d live container(s)", live)
 			if len(cs) == 0 {
 				msg = fmt.Sprintf("pod sandbox is NotReady and has no container, %s after it was created", age(since))
 			}

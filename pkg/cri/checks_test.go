@@ -234,3 +234,28 @@ func TestSourceSharesOneSnapshotPerRound(t *testing.T) {
 		t.Errorf("next round: %d snapshots, %d status calls", count("ListContainers"), n)
 	}
 }
+
+// The runner starts all checks at once: they must share one snapshot.
+func TestConcurrentChecksShareOneSnapshot(t *testing.T) {
+	rt, hostFS, now := brokenNode()
+	src := NewSource(rt, SourceOptions{Clock: &fakeClock{now}})
+	defs := allChecks(src, hostFS)
+	ptrs := make([]*check.Definition, len(defs))
+	for i := range defs {
+		ptrs[i] = &defs[i]
+	}
+	for _, r := range check.NewRunner(ptrs, nil, nil).RunOnce(context.Background()) {
+		if r.Status == check.StatusError {
+			t.Errorf("%s: %v", r.Check, r.Err)
+		}
+	}
+	n := 0
+	for _, c := range rt.FakeRuntimeService.GetCalls() {
+		if c == "ListContainers" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d checks run together took %d snapshots", len(defs), n)
+	}
+}
