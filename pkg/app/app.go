@@ -129,11 +129,13 @@ func (g *globals) setup(flags *pflag.FlagSet, stderr io.Writer) (*setup, error) 
 		Dial:      func(ctx context.Context, p string) (net.Conn, error) { return cri.UnixDialer(hostRoot)(ctx, p) },
 		Observer:  criMetrics.Observe,
 	})
+	criSource := cri.NewSource(criClient, cri.SourceOptions{Metrics: criMetrics})
 	defs := checks.All(checks.Deps{
 		HostFS:  &hostFS,
 		Bridges: netcheck.NetlinkBridges{NS: -1},
 		Clock:   clock.RealClock{},
-		CRI:     cri.NewSource(criClient, cri.SourceOptions{Metrics: criMetrics}),
+		CRI:     criSource,
+		Pods:    criSource,
 	})
 	cfg := config.Default()
 	if g.configFile != "" {

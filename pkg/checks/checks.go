@@ -21,6 +21,8 @@ type Deps struct {
 	Clock clock.Clock
 	// CRI gives the runtime checks one shared snapshot per round.
 	CRI cri.Snapshotter
+	// Pods names the pod behind a cgroup in the kernel log; may be nil.
+	Pods kernel.Attributor
 }
 
 // All returns every check, in report order.
@@ -38,7 +40,7 @@ func All(d Deps) []*check.Definition {
 		cri.OOMKilledCheck(d.CRI),
 		cri.SandboxCheck(d.CRI),
 		cri.StuckCheck(d.CRI),
-		kernel.Log(d.HostFS, d.Clock),
+		kernel.Log(d.HostFS, d.Clock, d.Pods),
 	}
 	out := make([]*check.Definition, len(defs))
 	for i := range defs {

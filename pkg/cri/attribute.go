@@ -16,10 +16,11 @@ func (s *Source) Attribute(ctx context.Context, podUID, containerID string) (che
 	if err != nil || snap == nil {
 		return check.Object{}, false
 	}
-	if len(containerID) >= 12 {
+	if containerID != "" {
 		for i := range snap.Containers {
 			c := &snap.Containers[i]
-			if strings.HasPrefix(c.GetId(), containerID) {
+			// Cgroup paths may hold a short ID; a very short one is ambiguous.
+			if id := c.GetId(); id == containerID || (len(containerID) >= 12 && strings.HasPrefix(id, containerID)) {
 				return ContainerObject(snap.Sandbox(c.GetPodSandboxId()), c), true
 			}
 		}

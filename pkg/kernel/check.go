@@ -85,6 +85,7 @@ type LogChecker struct {
 	fs       fs.FS
 	clk      clock.Clock
 	settings *Settings
+	attr     Attributor
 
 	mu       sync.Mutex
 	started  bool
@@ -104,8 +105,9 @@ type watcher struct {
 	failOnce sync.Once
 }
 
-// Log returns the kernel-log check reading the host filesystem fsys.
-func Log(fsys fs.FS, clk clock.Clock) check.Definition {
+// Log returns the kernel-log check reading the host filesystem fsys. attr,
+// when not nil, names the pods of OOM kills and other cgroup-tagged lines.
+func Log(fsys fs.FS, clk clock.Clock, attr Attributor) check.Definition {
 	if clk == nil {
 		clk = clock.RealClock{}
 	}
@@ -118,7 +120,7 @@ func Log(fsys fs.FS, clk clock.Clock) check.Definition {
 		Timeout:     20 * time.Second,
 		Conditions:  []string{check.ConditionKernelDeadlock, check.ConditionReadonlyFilesystem, check.ConditionFrequentUnregisterNetDevice},
 		Settings:    s,
-		Check:       &LogChecker{fs: fsys, clk: clk, settings: s},
+		Check:       &LogChecker{fs: fsys, clk: clk, settings: s, attr: attr},
 	}
 }
 
@@ -257,6 +259,7 @@ func (c *LogChecker) Run(ctx context.Context) ([]check.Finding, error) {
 			out = append(out, w.mon.Findings(now)...)
 		}
 	}
+	attribute(ctx, c.attr, out)
 	return mergeConditions(out), nil
 }
 

@@ -45,7 +45,7 @@ func summarize(got []check.Finding) string {
 // went read-only an hour ago is still reported.
 func TestLogCheckOneShotReadsTheLookbackWindow(t *testing.T) {
 	now := time.Date(2026, 11, 23, 14, 0, 0, 0, time.UTC)
-	def := Log(oldAndNewKmsg(), clocktesting.NewFakeClock(now))
+	def := Log(oldAndNewKmsg(), clocktesting.NewFakeClock(now), nil)
 	got, err := def.Check.Run(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +60,7 @@ func TestLogCheckOneShotReadsTheLookbackWindow(t *testing.T) {
 // for the log to be read back, so it reports the condition the node had.
 func TestLogCheckStartDoesNotFlipConditions(t *testing.T) {
 	now := time.Date(2026, 11, 23, 14, 0, 0, 0, time.UTC)
-	lc := Log(oldAndNewKmsg(), clocktesting.NewFakeClock(now)).Check.(*LogChecker)
+	lc := Log(oldAndNewKmsg(), clocktesting.NewFakeClock(now), nil).Check.(*LogChecker)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if err := lc.Start(ctx); err != nil {
@@ -79,13 +79,13 @@ func TestLogCheckStartDoesNotFlipConditions(t *testing.T) {
 func TestLogCheckNotApplicableAndErrors(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Now())
 	uptime := fstest.MapFS{"proc/uptime": {Data: []byte("100 1\n")}}
-	def := Log(uptime, clk)
+	def := Log(uptime, clk, nil)
 	_, err := def.Check.Run(context.Background())
 	if _, ok := check.IsNotApplicable(err); !ok {
 		t.Errorf("without dev/kmsg: %v, want not applicable", err)
 	}
 	denied := errFS{MapFS: uptime, err: fs.ErrPermission}
-	def = Log(denied, clk)
+	def = Log(denied, clk, nil)
 	_, err = def.Check.Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "permission denied") {
 		t.Errorf("unreadable dev/kmsg: %v, want a permission error", err)
@@ -147,7 +147,7 @@ rules:
 	}
 	appendFile(t, logPath, kernLine("nf_conntrack: table full, dropping packet"))
 
-	def := Log(os.DirFS(root), clock.RealClock{})
+	def := Log(os.DirFS(root), clock.RealClock{}, nil)
 	lc := def.Check.(*LogChecker)
 	lc.settings.DefaultRules, lc.settings.RuleFiles = false, []string{rules}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -205,7 +205,7 @@ func TestPrivilegedLogCheckReportsRealKernelLines(t *testing.T) {
 
 	marker := writeKmsg(t, 3, oom, 4001)
 	written := time.Now()
-	def := Log(os.DirFS("/"), clock.RealClock{})
+	def := Log(os.DirFS("/"), clock.RealClock{}, nil)
 	got, err := def.Check.Run(t.Context())
 	if err != nil {
 		t.Fatal(err)

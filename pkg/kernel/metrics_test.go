@@ -21,7 +21,7 @@ func TestMetrics(t *testing.T) {
 	}}
 	fsys := kmsgFS{MapFS: fstest.MapFS{"proc/uptime": {Data: []byte("10000.00 1.00\n")}}, fake: fake}
 	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 23, 14, 0, 0, 0, time.UTC))
-	lc := Log(fsys, clk).Check.(*LogChecker)
+	lc := Log(fsys, clk, nil).Check.(*LogChecker)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if err := lc.Start(ctx); err != nil {
