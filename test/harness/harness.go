@@ -109,6 +109,8 @@ type State struct {
 	Sysctls     map[string]string `json:"sysctls"`
 	AddedAddr   bool              `json:"added_addr"`
 	AddedRoutes []string          `json:"added_routes"`
+	// Undo holds `ip` argument lists that reverse host changes, run in order.
+	Undo [][]string `json:"undo"`
 	// Host paths that existed before start; others the node created are removed.
 	Preexisting   map[string]bool     `json:"preexisting"`
 	NetnsBefore   []string            `json:"netns_before"`
@@ -428,6 +430,9 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 	}
 	st.AddedRoutes = append(st.AddedRoutes, "blackhole "+opts.ServiceCIDR)
 	if err := st.save(); err != nil {
+		return err
+	}
+	if err := confinePods(ctx, st, opts.PodCIDR); err != nil {
 		return err
 	}
 	if err := checkPorts(opts.NodeIP); err != nil {

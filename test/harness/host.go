@@ -262,3 +262,44 @@ func ensureBridgeNetfilter(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Policy routing that keeps pod traffic on the node: pod-to-pod traffic
+// uses the main table, anything else from a pod (a DNS lookup, a stray
+// connection) hits an unreachable default instead of leaving by eth0.
+// Locally delivered traffic (the node IP, a DNATed Service) is decided by
+// the local table before these rules, so it is unaffected.
+const (
+	podRulePriority = 4241
+	podRouteTable   = "4242"
+)
+
+func confinePods(ctx context.Context, st *State, podCIDR string) error {
+	out, err := run(ctx, "ip", "rule", "show")
+	if err != nil {
+		return err
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, fmt.Sprintf("%d:", podRulePriority)) || strings.HasPrefix(l, fmt.Sprintf("%d:", podRulePriority+1)) {
+			return fmt.Errorf("ip rule priority %d/%d already in use: %s", podRulePriority, podRulePriority+1, l)
+		}
+	}
+	steps := []struct{ add, del []string }{
+		{[]string{"route", "add", "unreachable", "default", "table", podRouteTable},
+			[]string{"route", "del", "unreachable", "default", "table", podRouteTable}},
+		{[]string{"rule", "add", "from", podCIDR, "to", podCIDR, "lookup", "main", "priority", fmt.Sprint(podRulePriority)},
+			[]string{"rule", "del", "priority", fmt.Sprint(podRulePriority)}},
+		{[]string{"rule", "add", "from", podCIDR, "lookup", podRouteTable, "priority", fmt.Sprint(podRulePriority + 1)},
+			[]string{"rule", "del", "priority", fmt.Sprint(podRulePriority + 1)}},
+	}
+	for _, step := range steps {
+		if _, err := run(ctx, "ip", step.add...); err != nil {
+			return err
+		}
+		// Undone in reverse order on teardown.
+		st.Undo = append([][]string{step.del}, st.Undo...)
+		if err := st.save(); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -63,6 +63,12 @@ func StartContainerd(ctx context.Context, log *slog.Logger, opts ContainerdOptio
 		release(wd)
 		return nil, err
 	}
+	if err := confinePods(ctx, st, opts.PodCIDR); err != nil {
+		if terr := Teardown(context.WithoutCancel(ctx), log, st, true); terr != nil {
+			log.Error("teardown after failed start", "err", terr)
+		}
+		return nil, fmt.Errorf("harness: %w", err)
+	}
 	opts.Dir = filepath.Join(wd, "containerd")
 	c, err := startContainerdState(ctx, log, st, opts)
 	if err != nil {

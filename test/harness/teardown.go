@@ -90,6 +90,11 @@ func Teardown(ctx context.Context, log *slog.Logger, st *State, keepWorkDir bool
 			note(err)
 		}
 	}
+	for _, args := range st.Undo {
+		if _, err := run(ctx, "ip", args...); err != nil {
+			note(err)
+		}
+	}
 	if st.AddedAddr && loHasAddr(st.NodeIP) {
 		_, err := run(ctx, "ip", "addr", "del", st.NodeIP+"/32", "dev", "lo")
 		note(err)
