@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -28,6 +29,26 @@ func (f Func) Run(ctx context.Context) ([]Finding, error) { return f(ctx) }
 // unstarted.
 type Starter interface {
 	Start(ctx context.Context) error
+}
+
+// ConditionLister is implemented by checks whose condition types depend on
+// their settings (rule files); it is asked after the config is loaded, and
+// its types add to Definition.Conditions.
+type ConditionLister interface {
+	ConditionTypes() []string
+}
+
+// ConditionTypes returns every condition type the check may drive.
+func (d *Definition) ConditionTypes() []string {
+	out := append([]string(nil), d.Conditions...)
+	if l, ok := d.Check.(ConditionLister); ok {
+		for _, t := range l.ConditionTypes() {
+			if !slices.Contains(out, t) {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
 }
 
 // Validator is implemented by check settings that need range checks.

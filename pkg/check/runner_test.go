@@ -306,3 +306,18 @@ func TestSeverityText(t *testing.T) {
 		t.Error("unknown severity accepted")
 	}
 }
+
+type listerCheck struct{ Func }
+
+func (listerCheck) ConditionTypes() []string { return []string{"B", "C"} }
+
+func TestDefinitionConditionTypes(t *testing.T) {
+	d := &Definition{Conditions: []string{"A", "B"}, Check: listerCheck{}}
+	if got := strings.Join(d.ConditionTypes(), ","); got != "A,B,C" {
+		t.Fatalf("got %s, want A,B,C", got)
+	}
+	plain := &Definition{Conditions: []string{"A"}, Check: Func(nil)}
+	if got := strings.Join(plain.ConditionTypes(), ","); got != "A" {
+		t.Fatalf("got %s", got)
+	}
+}

@@ -2,6 +2,8 @@ package kernel
 
 import (
 	"context"
+	"os"
+	"strings"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -55,5 +57,29 @@ func TestOOMAttributedToPod(t *testing.T) {
 	}
 	if onPod != 1 || onNode != 1 {
 		t.Fatalf("OOM findings: %d on the pod, %d on the node; want 1 and 1: %+v", onPod, onNode, got)
+	}
+}
+
+// Condition types from rule files count as owned, so the agent writes them.
+func TestConditionTypesIncludeRuleFiles(t *testing.T) {
+	dir := t.TempDir()
+	rules := `{"plugin":"kmsg","logPath":"/dev/kmsg","lookback":"5m","bufferSize":10,"source":"custom-monitor",
+"conditions":[{"type":"CustomDiskProblem","reason":"DiskIsFine","message":"disk is fine"}],
+"rules":[{"type":"permanent","condition":"CustomDiskProblem","reason":"DiskGone","pattern":"disk gone.*"}]}`
+	p := dir + "/custom.json"
+	if err := os.WriteFile(p, []byte(rules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	def := Log(fstest.MapFS{}, nil, nil)
+	s := def.Settings.(*Settings)
+	s.RuleFiles = []string{p}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(def.ConditionTypes(), ",")
+	for _, want := range []string{"KernelDeadlock", "ReadonlyFilesystem", "CustomDiskProblem"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("condition types %s lack %s", got, want)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"sync"
 	"time"
 
@@ -141,6 +142,24 @@ func (c *LogChecker) source(set *RuleSet) Source {
 		return &FileSource{FS: c.fs, Path: set.LogPath, Clock: c.clk, Parse: set.Parse}
 	}
 	return &KmsgSource{FS: c.fs, Path: set.LogPath, Clock: c.clk}
+}
+
+// ConditionTypes implements check.ConditionLister: the conditions of the
+// built-in rules and of every configured rule file.
+func (c *LogChecker) ConditionTypes() []string {
+	sets, err := c.settings.ruleSets()
+	if err != nil {
+		return nil // the config was validated; Run reports a broken file
+	}
+	var out []string
+	for _, set := range sets {
+		for _, cond := range set.Conditions {
+			if !slices.Contains(out, cond.Type) {
+				out = append(out, cond.Type)
+			}
+		}
+	}
+	return out
 }
 
 // Start implements check.Starter: it follows every log until ctx is done,

@@ -61,14 +61,14 @@ func NewConditions(api NodeAPI, o ConditionOptions) *Conditions {
 	}
 	c := &Conditions{api: api, o: o, producers: map[string][]string{}, latest: map[string]check.Result{}, wake: make(chan struct{}, 1)}
 	for _, d := range o.All {
-		for _, t := range d.Conditions {
+		for _, t := range d.ConditionTypes() {
 			if !slices.Contains(c.owned, t) {
 				c.owned = append(c.owned, t)
 			}
 		}
 	}
 	for _, d := range o.Enabled {
-		for _, t := range d.Conditions {
+		for _, t := range d.ConditionTypes() {
 			c.producers[t] = append(c.producers[t], d.Name)
 		}
 	}
