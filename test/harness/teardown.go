@@ -91,7 +91,9 @@ func Teardown(ctx context.Context, log *slog.Logger, st *State, keepWorkDir bool
 		}
 	}
 	for _, args := range st.Undo {
-		if _, err := run(ctx, "ip", args...); err != nil {
+		// Already gone (a half-finished earlier teardown) is what we want.
+		if _, err := run(ctx, "ip", args...); err != nil && !strings.Contains(err.Error(), "No such file or directory") &&
+			!strings.Contains(err.Error(), "No such process") {
 			note(err)
 		}
 	}
