@@ -1,0 +1,262 @@
+package netcheck
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// IPTables is what iptables-save printed for one or more tables.
+type IPTables struct {
+	Tables map[string]*IPTTable
+}
+
+// IPTTable is one table of an iptables-save dump.
+type IPTTable struct {
+	Name   string
+	Chains map[string]*IPTChain
+	// Order lists chain names as declared.
+	Order []string
+}
+
+// IPTChain is one chain with its policy ("-" for user chains) and rules.
+type IPTChain struct {
+	Name   string
+	Policy string
+	Rules  []IPTRule
+}
+
+// IPTRule is one "-A" line, with the fields the kube-proxy comparison needs
+// pulled out. Every field is a substring of Line, so a rule costs one string.
+type IPTRule struct {
+	Line     string
+	Target   string // -j or -g
+	Goto     bool
+	Comment  string
+	Source   string // -s, "!" prefixed when negated
+	Dest     string // -d, "!" prefixed when negated
+	Proto    string
+	DPort    string
+	ToDest   string // DNAT --to-destination
+	SrcLocal bool   // -m addrtype --src-type LOCAL
+}
+
+// Table returns the named table, or nil.
+func (t *IPTables) Table(name string) *IPTTable {
+	if t == nil {
+		return nil
+	}
+	return t.Tables[name]
+}
+
+// Chain returns the named chain, or nil.
+func (t *IPTTable) Chain(name string) *IPTChain {
+	if t == nil {
+		return nil
+	}
+	return t.Chains[name]
+}
+
+// ParseIPTablesSave reads iptables-save output line by line into tables,
+// chains and rules. It does not hold the whole input; lines longer than
+// 1 MiB are an error.
+func ParseIPTablesSave(r io.Reader) (*IPTables, error) {
+	out := &IPTables{Tables: map[string]*IPTTable{}}
+	if err := parseIPTablesSaveInto(r, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func parseIPTablesSaveInto(r io.Reader, out *IPTables) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	var cur *IPTTable
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimRight(sc.Text(), "\r")
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		switch line[0] {
+		case '*':
+			name := line[1:]
+			if name == "" {
+				return fmt.Errorf("iptables-save line %d: table without a name", n)
+			}
+			cur = out.Tables[name]
+			if cur == nil {
+				cur = &IPTTable{Name: name, Chains: map[string]*IPTChain{}}
+				out.Tables[name] = cur
+			}
+		case ':':
+			if cur == nil {
+				return fmt.Errorf("iptables-save line %d: chain outside a table", n)
+			}
+			f := strings.Fields(line[1:])
+			if len(f) < 2 {
+				return fmt.Errorf("iptables-save line %d: malformed chain line %q", n, line)
+			}
+			cur.chain(f[0]).Policy = f[1]
+		case '-':
+			if cur == nil {
+				return fmt.Errorf("iptables-save line %d: rule outside a table", n)
+			}
+			rule, chain, err := parseIPTRule(line)
+			if err != nil {
+				return fmt.Errorf("iptables-save line %d: %w", n, err)
+			}
+			c := cur.chain(chain)
+			c.Rules = append(c.Rules, rule)
+		default:
+			if line == "COMMIT" {
+				cur = nil
+				continue
+			}
+			return fmt.Errorf("iptables-save line %d: unexpected %q", n, truncate(line, 60))
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("iptables-save: read: %w", err)
+	}
+	return nil
+}
+
+func (t *IPTTable) chain(name string) *IPTChain {
+	c := t.Chains[name]
+	if c == nil {
+		c = &IPTChain{Name: name}
+		t.Chains[name] = c
+		t.Order = append(t.Order, name)
+	}
+	return c
+}
+
+// parseIPTRule splits an "-A CHAIN ..." line. Arguments are words except a
+// double-quoted string (comments), where \" and \\ are escapes.
+func parseIPTRule(line string) (IPTRule, string, error) {
+	r := IPTRule{Line: line}
+	toks, err := splitIPTArgs(line)
+	if err != nil {
+		return r, "", err
+	}
+	if len(toks) < 2 || toks[0] != "-A" {
+		return r, "", fmt.Errorf("rule does not start with -A CHAIN: %q", truncate(line, 60))
+	}
+	chain := toks[1]
+	neg := false
+	next := func(i int) string {
+		if i+1 < len(toks) {
+			return toks[i+1]
+		}
+		return ""
+	}
+	for i := 2; i < len(toks); i++ {
+		t := toks[i]
+		if t == "!" {
+			neg = true
+			continue
+		}
+		v := next(i)
+		bang := ""
+		if neg {
+			bang = "!"
+		}
+		switch t {
+		case "-j", "--jump":
+			r.Target = v
+		case "-g", "--goto":
+			r.Target, r.Goto = v, true
+		case "--comment":
+			r.Comment = v
+		case "-s", "--source":
+			r.Source = joinBang(bang, v)
+		case "-d", "--destination":
+			r.Dest = joinBang(bang, v)
+		case "-p", "--protocol":
+			r.Proto = joinBang(bang, v)
+		case "--dport", "--destination-port":
+			r.DPort = joinBang(bang, v)
+		case "--to-destination":
+			r.ToDest = v
+		case "--src-type":
+			r.SrcLocal = v == "LOCAL" && !neg
+		default:
+			neg = false
+			continue
+		}
+		neg = false
+		i++
+	}
+	return r, chain, nil
+}
+
+func joinBang(bang, v string) string {
+	if bang == "" {
+		return v
+	}
+	return bang + v
+}
+
+// splitIPTArgs splits on spaces, keeping double-quoted strings whole
+// (without the quotes). Unquoted words are substrings of line.
+func splitIPTArgs(line string) ([]string, error) {
+	toks := make([]string, 0, 24)
+	for i := 0; i < len(line); {
+		switch line[i] {
+		case ' ', '\t':
+			i++
+			continue
+		case '"':
+			j := i + 1
+			esc := false
+			for ; j < len(line); j++ {
+				if line[j] == '\\' {
+					esc = true
+					j++
+					continue
+				}
+				if line[j] == '"' {
+					break
+				}
+			}
+			if j >= len(line) {
+				return nil, fmt.Errorf("unterminated quote in %q", truncate(line, 60))
+			}
+			s := line[i+1 : j]
+			if esc {
+				s = unescapeIPT(s)
+			}
+			toks = append(toks, s)
+			i = j + 1
+		default:
+			j := i
+			for j < len(line) && line[j] != ' ' && line[j] != '\t' {
+				j++
+			}
+			toks = append(toks, line[i:j])
+			i = j
+		}
+	}
+	return toks, nil
+}
+
+func unescapeIPT(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+1 < len(s) {
+			i++
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,277 @@
+package netcheck
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+const kpData = "testdata/kubeproxy"
+
+func readKP(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(kpData, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// loadAPI reads `kubectl get svc,endpointslices -A -o json` as captured from
+// the harness node.
+func loadAPI(t testing.TB, name string) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+	t.Helper()
+	var list struct{ Items []json.RawMessage }
+	if err := json.Unmarshal(readKP(t, name), &list); err != nil {
+		t.Fatal(err)
+	}
+	var svcs []*corev1.Service
+	var eps []*discoveryv1.EndpointSlice
+	for _, raw := range list.Items {
+		var k struct{ Kind string }
+		_ = json.Unmarshal(raw, &k)
+		switch k.Kind {
+		case "Service":
+			s := &corev1.Service{}
+			if err := json.Unmarshal(raw, s); err != nil {
+				t.Fatal(err)
+			}
+			svcs = append(svcs, s)
+		case "EndpointSlice":
+			s := &discoveryv1.EndpointSlice{}
+			if err := json.Unmarshal(raw, s); err != nil {
+				t.Fatal(err)
+			}
+			eps = append(eps, s)
+		}
+	}
+	return svcs, eps
+}
+
+func loadIPT(t testing.TB, files ...string) *IPTables {
+	t.Helper()
+	var all []byte
+	for _, f := range files {
+		all = append(all, readKP(t, f)...)
+	}
+	ipt, err := ParseIPTablesSave(bytes.NewReader(all))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ipt
+}
+
+func TestParseIPTablesSaveReal(t *testing.T) {
+	ipt := loadIPT(t, "iptables-nft-nat.txt", "iptables-nft-filter.txt")
+	nat, filter := ipt.Table("nat"), ipt.Table("filter")
+	if nat == nil || filter == nil {
+		t.Fatalf("tables: %v", ipt.Tables)
+	}
+	if got := filter.Chain("FORWARD").Policy; got != "ACCEPT" {
+		t.Errorf("FORWARD policy %q", got)
+	}
+	sep := nat.Chain("KUBE-SEP-2XV3PIRSHTAXQ3O3")
+	if sep == nil || len(sep.Rules) != 2 {
+		t.Fatalf("sep chain: %+v", sep)
+	}
+	r := sep.Rules[1]
+	if r.Target != "DNAT" || r.ToDest != "10.244.0.3:8080" || r.Comment != "dp/web:http" || r.Proto != "tcp" {
+		t.Errorf("dnat rule: %+v", r)
+	}
+	mark := nat.Chain("KUBE-SVC-IFGUBRKS5UGRVAEJ").Rules[0]
+	if mark.Source != "!10.244.0.0/24" || mark.Dest != "10.96.77.115/32" || mark.DPort != "80" || mark.Target != "KUBE-MARK-MASQ" {
+		t.Errorf("masq rule: %+v", mark)
+	}
+	if !nat.Chain("KUBE-EXT-QZRUK5RJDEVTJUTS").Rules[1].SrcLocal {
+		t.Error("src-type LOCAL not seen")
+	}
+}
+
+func TestChainNamesMatchRealKubeProxy(t *testing.T) {
+	// Names read off real kube-proxy v1.37.2 output in testdata/kubeproxy.
+	web := ServicePortName{Namespace: "dp", Name: "web", Port: "http", Protocol: "tcp"}
+	if got := IPTablesChainsFor(web).SVC; got != "KUBE-SVC-IFGUBRKS5UGRVAEJ" {
+		t.Errorf("SVC %s", got)
+	}
+	if got := IPTablesEndpointChain(web, "10.244.0.3:8080"); got != "KUBE-SEP-2XV3PIRSHTAXQ3O3" {
+		t.Errorf("SEP %s", got)
+	}
+	dns := ServicePortName{Namespace: "dp", Name: "web", Port: "dns", Protocol: "udp"}
+	if got := IPTablesChainsFor(dns).SVC; got != "KUBE-SVC-SA3E6X3O22IS4JBI" {
+		t.Errorf("SVC udp %s", got)
+	}
+	np := ServicePortName{Namespace: "dp", Name: "np-local", Protocol: "tcp"}
+	c := IPTablesChainsFor(np)
+	if c.EXT != "KUBE-EXT-QZRUK5RJDEVTJUTS" || c.SVL != "KUBE-SVL-QZRUK5RJDEVTJUTS" {
+		t.Errorf("EXT/SVL %+v", c)
+	}
+	kube := ServicePortName{Namespace: "default", Name: "kubernetes", Port: "https", Protocol: "tcp"}
+	if got := IPTablesChainsFor(kube).SVC; got != "KUBE-SVC-NPX46M4PTMTKRN6Y" {
+		t.Errorf("kubernetes SVC %s", got)
+	}
+	if got := NFTablesChainsFor(web).Service; got != "service-G72YLFXC-dp/web/tcp/http" {
+		t.Errorf("nft service %s", got)
+	}
+	if got := NFTablesChainsFor(np).External; got != "external-EVWWXPC6-dp/np-local/tcp/" {
+		t.Errorf("nft external %s", got)
+	}
+	if got := NFTablesChainsFor(kube).Service; got != "service-2QRHZV4L-default/kubernetes/tcp/https" {
+		t.Errorf("nft kubernetes %s", got)
+	}
+}
+
+func TestParseNFTJSONReal(t *testing.T) {
+	nt, err := ParseNFTJSON(readKP(t, "nft-ip-kube-proxy.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nt.Family != "ip" || nt.Name != "kube-proxy" {
+		t.Errorf("table %s %s", nt.Family, nt.Name)
+	}
+	c := nt.Chains["service-G72YLFXC-dp/web/tcp/http"]
+	if c == nil || !slices.Equal(c.DNAT, []string{"10.244.0.2:8080", "10.244.0.3:8080"}) {
+		t.Errorf("numgen chain %+v", c)
+	}
+	if c := nt.Chains["service-2QRHZV4L-default/kubernetes/tcp/https"]; c == nil || !slices.Equal(c.DNAT, []string{"198.51.100.10:6443"}) {
+		t.Errorf("inline dnat chain %+v", c)
+	}
+	ne := nt.Maps["no-endpoint-services"]
+	if ne == nil || len(ne.Elements) != 1 || ne.Elements[0].Comment != "dp/empty:http" || !slices.Equal(ne.Elements[0].Key, []string{"10.96.240.14", "tcp", "80"}) {
+		t.Errorf("no-endpoint-services %+v", ne)
+	}
+	if _, err := ParseNFTJSON(readKP(t, "nft-ip6-kube-proxy.json")); err != nil {
+		t.Errorf("ip6 table: %v", err)
+	}
+}
+
+func TestCompareRealHealthy(t *testing.T) {
+	cases := []struct {
+		name, api string
+		prog      func(t *testing.T) *Programmed
+	}{
+		{"iptables", "api-iptables.json", func(t *testing.T) *Programmed {
+			return ProgrammedFromIPTables(loadIPT(t, "iptables-nft-nat.txt", "iptables-nft-filter.txt"))
+		}},
+		{"iptables-after-pod-delete", "api-iptables-after-delete.json", func(t *testing.T) *Programmed {
+			return ProgrammedFromIPTables(loadIPT(t, "iptables-nft-nat-after-delete.txt"))
+		}},
+		{"nftables", "api-nftables.json", func(t *testing.T) *Programmed {
+			nt, err := ParseNFTJSON(readKP(t, "nft-ip-kube-proxy.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ProgrammedFromNFT(nt)
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			svcs, eps := loadAPI(t, c.api)
+			desired := v4Only(DesiredServicePorts(svcs, eps, "node-doctor-e2e"))
+			disc, verified, noEP := Compare(desired, c.prog(t))
+			for _, d := range disc {
+				t.Errorf("unexpected %s %s: expected %s, actual %s", d.Reason, d.Service, d.Expected, d.Actual)
+			}
+			// web:http, web:dns, np-local, kubernetes; empty has no endpoints.
+			if verified != 4 || noEP != 1 {
+				t.Errorf("verified %d, no endpoints %d", verified, noEP)
+			}
+		})
+	}
+}
+
+func v4Only(d []DesiredPort) []DesiredPort {
+	return slices.DeleteFunc(d, func(p DesiredPort) bool { return p.IPv6 })
+}
+
+func TestCompareFindsBreakage(t *testing.T) {
+	svcs, eps := loadAPI(t, "api-iptables.json")
+	desired := v4Only(DesiredServicePorts(svcs, eps, "node-doctor-e2e"))
+	nat := string(readKP(t, "iptables-nft-nat.txt"))
+	filter := string(readKP(t, "iptables-nft-filter.txt"))
+	drop := func(s, substr string) string {
+		var out []string
+		for _, l := range strings.Split(s, "\n") {
+			if !strings.Contains(l, substr) {
+				out = append(out, l)
+			}
+		}
+		return strings.Join(out, "\n")
+	}
+	cases := []struct {
+		name, nat, reason string
+	}{
+		{"sep jump deleted", drop(nat, `"dp/web:http -> 10.244.0.3:8080" -j KUBE-SEP`), "EndpointMissing"},
+		{"cluster ip rule deleted", drop(nat, `"dp/web:dns cluster IP" -m udp --dport 53 -j KUBE-SVC`), "ServicePortNotProgrammed"},
+		{"nodeport deleted", drop(nat, `--dport 30080`), "NodePortNotProgrammed"},
+		{"external ip deleted", drop(nat, `dp/np-local external IP`), "ExternalIPNotProgrammed"},
+		{"stale dnat", strings.Replace(nat, "COMMIT", ":KUBE-SEP-STALE0000000000 - [0:0]\n-A KUBE-SVC-IFGUBRKS5UGRVAEJ -m comment --comment \"dp/web:http -> 10.244.0.9:8080\" -j KUBE-SEP-STALE0000000000\n-A KUBE-SEP-STALE0000000000 -p tcp -m comment --comment \"dp/web:http\" -m tcp -j DNAT --to-destination 10.244.0.9:8080\nCOMMIT", 1), "StaleEndpoint"},
+		{"wrong port", strings.Replace(nat, "--to-destination 10.244.0.3:8080", "--to-destination 10.244.0.3:9999", 1), "EndpointWrongPort"},
+		{"stale chain", strings.Replace(nat, "COMMIT", ":KUBE-SVC-AAAAAAAAAAAAAAAA - [0:0]\n-A KUBE-SVC-AAAAAAAAAAAAAAAA -m comment --comment \"gone/svc:http -> 10.244.0.7:80\" -j KUBE-MARK-MASQ\nCOMMIT", 1), "StaleServiceChain"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ipt, err := ParseIPTablesSave(strings.NewReader(c.nat + "\n" + filter))
+			if err != nil {
+				t.Fatal(err)
+			}
+			disc, _, _ := Compare(desired, ProgrammedFromIPTables(ipt))
+			var reasons []string
+			for _, d := range disc {
+				reasons = append(reasons, d.Reason)
+				if d.Service.Name == "" || d.Expected == "" || d.Actual == "" {
+					t.Errorf("incomplete discrepancy %+v", d)
+				}
+			}
+			if !slices.Contains(reasons, c.reason) {
+				t.Errorf("want %s, got %v", c.reason, disc)
+			}
+		})
+	}
+}
+
+func FuzzParseIPTablesSave(f *testing.F) {
+	for _, n := range []string{"iptables-nft-nat.txt", "iptables-nft-filter.txt", "ip6tables-nft-nat.txt"} {
+		b, err := os.ReadFile(filepath.Join(kpData, n))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte("*nat\n-A X -m comment --comment \"a \\\" b\" -j Y\nCOMMIT\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ipt, err := ParseIPTablesSave(bytes.NewReader(b))
+		if err != nil {
+			return
+		}
+		for _, tb := range ipt.Tables {
+			if len(tb.Order) != len(tb.Chains) {
+				t.Fatalf("order %d chains %d", len(tb.Order), len(tb.Chains))
+			}
+		}
+		_ = ProgrammedFromIPTables(ipt)
+	})
+}
+
+func FuzzParseNFTJSON(f *testing.F) {
+	for _, n := range []string{"nft-ip-kube-proxy.json", "nft-ip6-kube-proxy.json"} {
+		b, err := os.ReadFile(filepath.Join(kpData, n))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		nt, err := ParseNFTJSON(b)
+		if err != nil {
+			return
+		}
+		_ = ProgrammedFromNFT(nt)
+	})
+}
