@@ -1,0 +1,264 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// ownedConditions are the node condition types node-doctor owns, each of
+// which must have an alert in deploy/prometheus-operator/prometheusrule.yaml.
+var ownedConditions = []string{
+	"NetworkConfigProblem", "ContainerRuntimeProblem", "KernelDeadlock", "ReadonlyFilesystem",
+	"FrequentUnregisterNetDevice", "KubeProxyRulesProblem", "ConntrackProblem",
+}
+
+func deployDir(t *testing.T) string {
+	t.Helper()
+	return filepath.Join(repoRoot(t), "deploy")
+}
+
+// kubectl runs kubectl with the given kubeconfig ("" for none) and returns
+// its stdout; a failure is an error carrying stderr.
+func kubectl(ctx context.Context, kubeconfig string, args ...string) (string, error) {
+	if kubeconfig != "" {
+		args = append([]string{"--kubeconfig", kubeconfig}, args...)
+	}
+	cmd := exec.CommandContext(ctx, "kubectl", args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+// renderObjects renders a kustomization into its objects.
+func renderObjects(t *testing.T, dir string) []map[string]any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := kubectl(ctx, "", "kustomize", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var objs []map[string]any
+	dec := yaml.NewDecoder(strings.NewReader(out))
+	for {
+		var o map[string]any
+		if err := dec.Decode(&o); err != nil {
+			break
+		}
+		if o != nil {
+			objs = append(objs, o)
+		}
+	}
+	return objs
+}
+
+// ensurePrometheus installs Debian's prometheus package (prometheus and
+// promtool) when it is missing.
+func ensurePrometheus(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("promtool"); err == nil {
+		if _, err := exec.LookPath("prometheus"); err == nil {
+			return
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs Debian's prometheus package (apt-get install prometheus) or root to install it")
+	}
+	t.Log("installing Debian's prometheus package")
+	cmd := exec.Command("apt-get", "install", "-y", "--no-install-recommends", "prometheus")
+	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("apt-get install prometheus: %v\n%s", err, out)
+	}
+}
+
+// prometheusRuleGroups writes the PrometheusRule's spec (its rule groups,
+// which is what a Prometheus rule file holds) to a file and returns its path.
+func prometheusRuleGroups(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(deployDir(t), "prometheus-operator", "prometheusrule.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pr struct {
+		Kind string         `yaml:"kind"`
+		Spec map[string]any `yaml:"spec"`
+	}
+	if err := yaml.Unmarshal(b, &pr); err != nil {
+		t.Fatal(err)
+	}
+	if pr.Kind != "PrometheusRule" {
+		t.Fatalf("prometheusrule.yaml holds a %q", pr.Kind)
+	}
+	out, err := yaml.Marshal(pr.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "node-doctor.rules.yaml")
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestDeployPrometheusRules checks the PrometheusRule's rules with promtool:
+// they load (`promtool check rules`), every owned condition has an alert,
+// and a unit test (`promtool test rules`) fires the condition alerts, the
+// events-dropped alert and the check-error alert from synthetic series.
+func TestDeployPrometheusRules(t *testing.T) {
+	ensurePrometheus(t)
+	rules := prometheusRuleGroups(t)
+	out, err := exec.Command("promtool", "check", "rules", rules).CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool check rules: %v\n%s", err, out)
+	}
+	t.Logf("promtool check rules: %s", bytes.TrimSpace(out))
+
+	b, _ := os.ReadFile(rules)
+	for _, c := range ownedConditions {
+		if !strings.Contains(string(b), fmt.Sprintf(`condition="%s",status="True"`, c)) {
+			t.Errorf("no alert on %s=True", c)
+		}
+	}
+
+	// Alerts are checked through the ALERTS series, so the test does not
+	// repeat the annotations' wording.
+	var series, firing strings.Builder
+	for _, c := range ownedConditions {
+		sev := "warning"
+		if c == "ContainerRuntimeProblem" || c == "KernelDeadlock" || c == "ReadonlyFilesystem" {
+			sev = "critical"
+		}
+		fmt.Fprintf(&series, "      - series: 'node_doctor_kube_node_condition{condition=%q,status=\"True\",node=\"n1\",instance=\"i1\"}'\n        values: '1x20'\n", c)
+		fmt.Fprintf(&firing, "          - labels: 'ALERTS{alertname=\"NodeDoctor%s\",alertstate=\"firing\",condition=%q,status=\"True\",node=\"n1\",instance=\"i1\",severity=%q}'\n            value: 1\n", c, c, sev)
+	}
+	test := fmt.Sprintf(`rule_files: [%q]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+%s      - series: 'node_doctor_kube_node_condition{condition="NetworkConfigProblem",status="False",node="n2",instance="i2"}'
+        values: '1x20'
+      - series: 'node_doctor_kube_events_dropped_total{reason="queue_full",node="n1",instance="i1"}'
+        values: '0 0 0 5 5 5 5 5 5 5 5 5 5 5 5 5 5 5 5 5'
+      - series: 'node_doctor_check_status{check="cri-runtime",status="error",node="n1",instance="i1"}'
+        values: '1x20'
+    promql_expr_test:
+      - expr: ALERTS{alertname="NodeDoctorNetworkConfigProblem"}
+        eval_time: 4m
+        exp_samples:
+          - labels: 'ALERTS{alertname="NodeDoctorNetworkConfigProblem",alertstate="pending",condition="NetworkConfigProblem",status="True",node="n1",instance="i1",severity="warning"}'
+            value: 1
+      - expr: ALERTS{alertstate="firing",alertname!="NodeDoctorEventsDropped"}
+        eval_time: 10m
+        exp_samples:
+%s      - expr: ALERTS{alertname="NodeDoctorEventsDropped"}
+        eval_time: 5m
+        exp_samples:
+          - labels: 'ALERTS{alertname="NodeDoctorEventsDropped",alertstate="firing",reason="queue_full",node="n1",instance="i1",severity="warning"}'
+            value: 1
+      - expr: ALERTS{alertname="NodeDoctorCheckFailing",alertstate="firing"}
+        eval_time: 16m
+        exp_samples:
+          - labels: 'ALERTS{alertname="NodeDoctorCheckFailing",alertstate="firing",check="cri-runtime",status="error",node="n1",instance="i1",severity="warning"}'
+            value: 1
+`, rules, series.String(), firing.String())
+	testFile := filepath.Join(t.TempDir(), "rules_test.yaml")
+	if err := os.WriteFile(testFile, []byte(test), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("promtool", "test", "rules", testFile).CombinedOutput(); err != nil {
+		t.Fatalf("promtool test rules: %v\n%s\n%s", err, out, test)
+	}
+}
+
+// TestDeployManifestsRender checks what `kubectl kustomize deploy/` renders
+// without a cluster: the objects, the exact RBAC, and the DaemonSet settings
+// docs/deploy.md promises.
+func TestDeployManifestsRender(t *testing.T) {
+	if _, err := exec.LookPath("kubectl"); err != nil {
+		t.Skip("kubectl not installed")
+	}
+	objs := renderObjects(t, deployDir(t))
+	kinds := map[string]map[string]any{}
+	for _, o := range objs {
+		kinds[o["kind"].(string)] = o
+		if o["kind"] != "Namespace" && o["kind"] != "ClusterRole" && o["kind"] != "ClusterRoleBinding" {
+			md := o["metadata"].(map[string]any)
+			if md["namespace"] != "node-doctor" {
+				t.Errorf("%s %s in namespace %v", o["kind"], md["name"], md["namespace"])
+			}
+		}
+	}
+	for _, k := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Service"} {
+		if kinds[k] == nil {
+			t.Errorf("no %s rendered", k)
+		}
+	}
+	if len(objs) != 7 {
+		t.Errorf("rendered %d objects, want 7", len(objs))
+	}
+
+	// Exactly the RBAC of docs/kubernetes.md plus the data-plane checks'.
+	want := map[string]string{
+		"/nodes":                           "get,list,watch",
+		"/nodes/status":                    "patch",
+		"/events":                          "get,create,patch",
+		"/services":                        "list,watch",
+		"discovery.k8s.io/endpointslices": "list,watch",
+	}
+	got := map[string]string{}
+	for _, r := range kinds["ClusterRole"]["rules"].([]any) {
+		rule := r.(map[string]any)
+		var verbs []string
+		for _, v := range rule["verbs"].([]any) {
+			verbs = append(verbs, v.(string))
+		}
+		for _, g := range rule["apiGroups"].([]any) {
+			for _, res := range rule["resources"].([]any) {
+				got[g.(string)+"/"+res.(string)] = strings.Join(verbs, ",")
+			}
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("ClusterRole rules = %v, want %v", got, want)
+	}
+
+	ds, _ := yaml.Marshal(kinds["DaemonSet"])
+	for _, s := range []string{
+		"hostNetwork: true", "priorityClassName: system-node-critical", "operator: Exists",
+		"fieldPath: spec.nodeName", "path: /healthz", "path: /readyz", "readOnlyRootFilesystem: true",
+		"privileged: false", "allowPrivilegeEscalation: false",
+		`prometheus.io/scrape: "true"`, `prometheus.io/port: "19720"`,
+	} {
+		if !strings.Contains(string(ds), s) {
+			t.Errorf("DaemonSet lacks %q", s)
+		}
+	}
+	if strings.Contains(string(ds), "hostPID: true") {
+		t.Error("DaemonSet uses hostPID")
+	}
+
+	po := renderObjects(t, filepath.Join(deployDir(t), "prometheus-operator"))
+	var pk []string
+	for _, o := range po {
+		pk = append(pk, o["kind"].(string))
+	}
+	if strings.Join(pk, ",") != "PodMonitor,PrometheusRule" {
+		t.Errorf("prometheus-operator renders %v", pk)
+	}
+}
