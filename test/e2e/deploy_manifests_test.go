@@ -215,10 +215,10 @@ func TestDeployManifestsRender(t *testing.T) {
 
 	// Exactly the RBAC of docs/kubernetes.md plus the data-plane checks'.
 	want := map[string]string{
-		"/nodes":                           "get,list,watch",
-		"/nodes/status":                    "patch",
-		"/events":                          "get,create,patch",
-		"/services":                        "list,watch",
+		"/nodes":                          "get,list,watch",
+		"/nodes/status":                   "patch",
+		"/events":                         "get,create,patch",
+		"/services":                       "list,watch",
 		"discovery.k8s.io/endpointslices": "list,watch",
 	}
 	got := map[string]string{}
