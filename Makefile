@@ -12,6 +12,7 @@ GO       ?= go
 ARGS     ?=
 IMAGE    ?= node-doctor:$(VERSION)
 FUZZTIME ?= 10s
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: help build run test lint bench fuzz image clean
 
@@ -29,10 +30,12 @@ run: build ## build and run 'node-doctor check' against this machine (ARGS="-o j
 test: ## run unit, privileged (as root) and binary tests
 	$(GO) test -count=1 ./...
 
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet and staticcheck (pinned, from the Go module proxy)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/...
+	$(GO) run $(STATICCHECK) ./...
+	$(GO) run $(STATICCHECK) -tags e2e ./test/...
 
 bench: ## run the Go benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...

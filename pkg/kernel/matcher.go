@@ -74,17 +74,6 @@ func newMatcher(set *RuleSet) *matcher {
 	return m
 }
 
-// unfiltered lists the rules every line must be run through.
-func (m *matcher) unfiltered() []*Rule {
-	var out []*Rule
-	for i, r := range m.set.Rules {
-		if m.always[i>>6]&(1<<(i&63)) != 0 {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
 func (m *matcher) process(line []byte, h matchHandler) {
 	m.lineNo++
 	if m.hasMulti {
