@@ -21,6 +21,7 @@ import (
 	"github.com/node-doctor/node-doctor/pkg/config"
 	"github.com/node-doctor/node-doctor/pkg/cri"
 	"github.com/node-doctor/node-doctor/pkg/host"
+	"github.com/node-doctor/node-doctor/pkg/kube"
 	"github.com/node-doctor/node-doctor/pkg/netcheck"
 )
 
@@ -115,6 +116,9 @@ type setup struct {
 	log  *slog.Logger
 	// criMetrics describe the runtime and every CRI call.
 	criMetrics *cri.Metrics
+	// informers are the process's shared Services/EndpointSlices/Node
+	// informers, connected once a cluster is known.
+	informers *kube.Informers
 }
 
 func (g *globals) setup(flags *pflag.FlagSet, stderr io.Writer) (*setup, error) {
@@ -130,12 +134,17 @@ func (g *globals) setup(flags *pflag.FlagSet, stderr io.Writer) (*setup, error) 
 		Observer:  criMetrics.Observe,
 	})
 	criSource := cri.NewSource(criClient, cri.SourceOptions{Metrics: criMetrics})
+	informers := kube.NewInformers()
 	defs := checks.All(checks.Deps{
-		HostFS:  &hostFS,
-		Bridges: netcheck.NetlinkBridges{NS: -1},
-		Clock:   clock.RealClock{},
-		CRI:     criSource,
-		Pods:    criSource,
+		Services: informers,
+		IPTables: netcheck.ExecIPTablesSaver{},
+		NFT:      netcheck.ExecNFT{},
+		IPVS:     netcheck.MobyIPVS{},
+		HostFS:   &hostFS,
+		Bridges:  netcheck.NetlinkBridges{NS: -1},
+		Clock:    clock.RealClock{},
+		CRI:      criSource,
+		Pods:     criSource,
 	})
 	cfg := config.Default()
 	if g.configFile != "" {
@@ -173,7 +182,7 @@ func (g *globals) setup(flags *pflag.FlagSet, stderr io.Writer) (*setup, error) 
 		return fail(err)
 	}
 	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
-	return &setup{cfg: cfg, all: defs, defs: selected, log: log, criMetrics: criMetrics}, nil
+	return &setup{cfg: cfg, all: defs, defs: selected, log: log, criMetrics: criMetrics, informers: informers}, nil
 }
 
 func newLogger(w io.Writer, level, format string) *slog.Logger {

@@ -1,14 +1,19 @@
 package app
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/node-doctor/node-doctor/pkg/check"
+	"github.com/node-doctor/node-doctor/pkg/kube"
 	"github.com/node-doctor/node-doctor/pkg/report"
 	"github.com/node-doctor/node-doctor/pkg/version"
 )
@@ -47,7 +52,9 @@ Exit code: 0 healthy, 1 a problem was found or a check could not run,
 			if list {
 				return listChecks(cmd, s.defs)
 			}
+			stop := connectOnce(cmd.Context(), s)
 			results := check.NewRunner(s.defs, nil, nil).RunOnce(cmd.Context())
+			stop()
 			node, _ := os.Hostname()
 			v, _ := version.Get()
 			rep := report.New(node, v, timeNow(), results)
@@ -74,6 +81,8 @@ Exit code: 0 healthy, 1 a problem was found or a check could not run,
 	f.StringVar(&color, "color", "auto", "colour the table: auto (only on a terminal, and not when NO_COLOR is set), always or never")
 	f.BoolVarP(&verbose, "verbose", "v", false, "show every finding with its details, healthy ones too")
 	f.BoolVar(&list, "list", false, "list the checks that would run, and exit")
+	f.String("kubeconfig", "", "kubeconfig to read Services and EndpointSlices with, only reading (default: in-cluster config when in a pod; none: the checks that compare with the API do not apply)")
+	f.String("node-name", "", "this node's name in Kubernetes (default: $NODE_NAME, then the hostname)")
 	return cmd
 }
 
@@ -98,4 +107,33 @@ func listChecks(cmd *cobra.Command, defs []*check.Definition) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Name, d.Area, d.Interval, d.Timeout, d.Description)
 	}
 	return tw.Flush()
+}
+
+// connectOnce connects the shared informers for one report, when a cluster
+// is configured, and waits for their first list. The returned func stops them.
+func connectOnce(ctx context.Context, s *setup) func() {
+	rc, err := kube.RESTConfig(kube.ClientOptions{Kubeconfig: s.cfg.Kubeconfig, QPS: 20, Burst: 40, UserAgent: "node-doctor/" + versionString()})
+	if err != nil {
+		if !errors.Is(err, kube.ErrNoCluster) {
+			s.log.Warn("no cluster access", "err", err)
+		}
+		s.informers.Disconnected(err)
+		return func() {}
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		s.informers.Disconnected(fmt.Errorf("kube: client: %w", err))
+		return func() {}
+	}
+	node, err := kube.NodeName(s.cfg.NodeName, os.Getenv, os.Hostname)
+	if err != nil {
+		s.informers.Disconnected(err)
+		return func() {}
+	}
+	ictx, cancel := context.WithCancel(ctx)
+	s.informers.Connect(cs, node, 0)
+	if err := s.informers.Start(ictx, 30*time.Second); err != nil {
+		s.log.Warn("kubernetes informers not synced", "err", err)
+	}
+	return cancel
 }

@@ -72,6 +72,13 @@ Stops cleanly on SIGINT or SIGTERM.`,
 				return &exitError{ExitFailure, err}
 			}
 			eg, ctx := errgroup.WithContext(cmd.Context())
+			eg.Go(func() error {
+				// Until the first list, the checks that compare with the API are not applicable.
+				if err := s.informers.Start(ctx, 2*time.Minute); err != nil {
+					s.log.Warn("kubernetes informers not synced", "err", err)
+				}
+				return nil
+			})
 			eg.Go(func() error { return runner.Run(ctx) })
 			eg.Go(func() error { return srv.Serve(ctx) })
 			if k != nil {
@@ -107,6 +114,7 @@ func kubeReporters(s *setup, kf kubeFlags, m *metrics.Reporter) (*kubeParts, err
 	rc, err := kube.RESTConfig(kube.ClientOptions{Kubeconfig: s.cfg.Kubeconfig, QPS: kf.qps, Burst: kf.burst, UserAgent: "node-doctor/" + versionString()})
 	if errors.Is(err, kube.ErrNoCluster) {
 		s.log.Info("reporting to Kubernetes is off", "why", err.Error())
+		s.informers.Disconnected(err)
 		return nil, nil
 	}
 	if err != nil {
@@ -124,6 +132,7 @@ func kubeReporters(s *setup, kf kubeFlags, m *metrics.Reporter) (*kubeParts, err
 	if err := km.Register(m.Registry); err != nil {
 		return nil, fmt.Errorf("kube: metrics: %w", err)
 	}
+	s.informers.Connect(cs, node, 0)
 	api := kube.API{Client: cs}
 	log := s.log.With(slog.String("node", node))
 	s.log.Info("reporting to Kubernetes", "node", node, "api_server", rc.Host)

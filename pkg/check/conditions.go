@@ -7,6 +7,11 @@ const (
 	// ConditionContainerRuntime: the CRI runtime is unreachable, hung, not
 	// ready, or cannot start sandboxes.
 	ConditionContainerRuntime = "ContainerRuntimeProblem"
+	// ConditionKubeProxyRules: kube-proxy's rules on the node differ from the
+	// API, kube-proxy is unhealthy, or its rules sit in the wrong backend.
+	ConditionKubeProxyRules = "KubeProxyRulesProblem"
+	// ConditionConntrack: the conntrack table is (nearly) full or dropping.
+	ConditionConntrack = "ConntrackProblem"
 )
 
 // Node condition types the kernel log drives, named as node-problem-detector

@@ -23,6 +23,19 @@ type Deps struct {
 	CRI cri.Snapshotter
 	// Pods names the pod behind a cgroup in the kernel log; may be nil.
 	Pods kernel.Attributor
+	// Services lists Services and EndpointSlices from the shared informers;
+	// without a cluster its reads say why.
+	Services netcheck.ServiceLister
+	// IPTables, NFT, IPVS and KubeProxy read kube-proxy's data plane; nil
+	// IPVS/KubeProxy: none / HTTP to the configured addresses.
+	IPTables  netcheck.IPTablesSaver
+	NFT       netcheck.NFTLister
+	IPVS      netcheck.IPVSLister
+	KubeProxy netcheck.KubeProxyAPI
+}
+
+func (d Deps) kubeProxy() netcheck.KubeProxyDeps {
+	return netcheck.KubeProxyDeps{Services: d.Services, IPTables: d.IPTables, NFT: d.NFT, IPVS: d.IPVS, KubeProxy: d.KubeProxy, Clock: d.Clock}
 }
 
 // All returns every check, in report order.
@@ -31,6 +44,11 @@ func All(d Deps) []*check.Definition {
 		netcheck.IPForward(d.HostFS, d.Bridges),
 		netcheck.BridgeNetfilter(d.HostFS, d.Bridges),
 		netcheck.Hairpin(d.Bridges),
+		netcheck.KubeProxyRules(d.kubeProxy()),
+		netcheck.KubeProxyHealth(d.kubeProxy()),
+		netcheck.IPTablesBackends(d.kubeProxy()),
+		netcheck.ForwardPolicy(d.kubeProxy()),
+		netcheck.Conntrack(d.HostFS),
 		cri.RuntimeCheck(d.CRI),
 		cri.RuntimeReadyCheck(d.CRI),
 		cri.NetworkReadyCheck(d.CRI, d.HostFS),

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Programmed is kube-proxy's rules on this node reduced to what the
@@ -207,12 +208,14 @@ func nftChainOwner(chain string) string {
 // Discrepancy is one difference between the API and this node's rules.
 type Discrepancy struct {
 	// Service is "ns/name:port" (or the chain's owner for stale chains).
-	Service   ServicePortName
-	Reason    string
-	Message   string
-	Expected  string
-	Actual    string
-	Unchanged bool // set by the grace tracker
+	Service  ServicePortName
+	Reason   string
+	Message  string
+	Expected string
+	Actual   string
+	IPv6     bool
+	// Changed is when the Service or its slices last changed in the API.
+	Changed time.Time
 	// Key identifies the discrepancy across runs.
 	Key string
 }
@@ -226,6 +229,10 @@ type ExpectedChains struct {
 // ChainsFor returns the chains kube-proxy must have for d.
 func ChainsFor(mode string, d *DesiredPort) ExpectedChains {
 	var svc, svl, ext, fw string
+	if mode == "ipvs" {
+		c := ipvsChain(svcKey(d.ClusterIP, d.Name.Protocol, strconv.Itoa(int(d.Port))))
+		return ExpectedChains{Internal: c, External: c}
+	}
 	if mode == "nftables" {
 		c := NFTablesChainsFor(d.Name)
 		svc, svl, ext, fw = c.Service, c.Local, c.External, c.Firewall
@@ -273,7 +280,7 @@ func Compare(desired []DesiredPort, p *Programmed) (disc []Discrepancy, verified
 		key := svcKey(d.ClusterIP, d.Name.Protocol, port)
 		add := func(reason, expected, actual, msg string) {
 			disc = append(disc, Discrepancy{Service: d.Name, Reason: reason, Expected: expected, Actual: actual,
-				Message: msg, Key: d.Name.String() + "/" + d.Name.Protocol + "|" + reason + "|" + expected})
+				Message: msg, Changed: d.Changed, Key: d.Name.String() + "/" + d.Name.Protocol + "|" + reason + "|" + expected})
 		}
 		got, ok := p.Services[key]
 		before := len(disc)
@@ -301,10 +308,13 @@ func Compare(desired []DesiredPort, p *Programmed) (disc []Discrepancy, verified
 			add("ServiceWrongChain", fmt.Sprintf("%s -> %s", key, ch.Internal), fmt.Sprintf("%s -> %s", key, got),
 				"the ClusterIP goes to a chain that is not this service port's")
 		case !d.Topology:
-			disc = append(disc, compareEndpoints(d, got, d.InternalEndpoints(), p.Endpoints[got])...)
+			for _, x := range compareEndpoints(d, got, d.InternalEndpoints(), p.Endpoints[got]) {
+				x.Changed = d.Changed
+				disc = append(disc, x)
+			}
 		}
 		if d.HasEndpoints {
-			if d.NodePort > 0 {
+			if d.NodePort > 0 && p.NodePorts != nil { // IPVS: one virtual server per node IP, not compared
 				np := d.Name.Protocol + "/" + strconv.Itoa(int(d.NodePort))
 				if t, ok := p.NodePorts[np]; !ok {
 					add("NodePortNotProgrammed", np+" -> "+ch.External, "no rule for NodePort "+np, "the NodePort has no rule on this node")
@@ -316,7 +326,7 @@ func Compare(desired []DesiredPort, p *Programmed) (disc []Discrepancy, verified
 				k := svcKey(ip, d.Name.Protocol, port)
 				if t, ok := p.Services[k]; !ok {
 					add("ExternalIPNotProgrammed", k+" -> "+ch.External, "no rule for "+k, "the external/load-balancer IP has no rule on this node")
-				} else if t != ch.External && t != ch.Internal {
+				} else if t != ch.External && t != ch.Internal && p.Mode != "ipvs" {
 					add("ExternalIPWrongChain", k+" -> "+ch.External, k+" -> "+t, "the external/load-balancer IP goes to a chain that is not this service port's")
 				}
 			}

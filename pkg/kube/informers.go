@@ -1,0 +1,135 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	"k8s.io/client-go/tools/cache"
+)
+
+// Informers is the process's one shared informer factory: Services and
+// EndpointSlices cluster-wide, and this node by field selector. It is created
+// empty (checks are built before flags are read) and connected once a cluster
+// is known; until then every read returns why there is no cluster.
+type Informers struct {
+	mu       sync.RWMutex
+	noAccess error
+	nodeName string
+	factory  informers.SharedInformerFactory
+	nodes    informers.SharedInformerFactory
+	svc      corelisters.ServiceLister
+	eps      discoverylisters.EndpointSliceLister
+	node     corelisters.NodeLister
+	synced   []cache.InformerSynced
+}
+
+// NewInformers returns unconnected informers; reads fail with why until
+// Connect.
+func NewInformers() *Informers {
+	return &Informers{noAccess: ErrNoCluster}
+}
+
+// Disconnected records why there is no cluster (e.g. ErrNoCluster).
+func (i *Informers) Disconnected(why error) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.noAccess = why
+}
+
+// Connect builds the factory. resync 0 means no periodic resync.
+func (i *Informers) Connect(cs kubernetes.Interface, node string, resync time.Duration) {
+	f := informers.NewSharedInformerFactory(cs, resync)
+	nf := informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", node).String()
+	}))
+	svc := f.Core().V1().Services()
+	eps := f.Discovery().V1().EndpointSlices()
+	nodes := nf.Core().V1().Nodes()
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.factory, i.nodes, i.nodeName = f, nf, node
+	i.svc, i.eps, i.node = svc.Lister(), eps.Lister(), nodes.Lister()
+	i.synced = []cache.InformerSynced{svc.Informer().HasSynced, eps.Informer().HasSynced, nodes.Informer().HasSynced}
+	i.noAccess = nil
+}
+
+// Start starts the informers and waits for their first list, at most
+// timeout. It returns at once when not connected.
+func (i *Informers) Start(ctx context.Context, timeout time.Duration) error {
+	i.mu.RLock()
+	f, nf, synced := i.factory, i.nodes, i.synced
+	i.mu.RUnlock()
+	if f == nil {
+		return nil
+	}
+	f.Start(ctx.Done())
+	nf.Start(ctx.Done())
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if !cache.WaitForCacheSync(wctx.Done(), synced...) {
+		// Reads keep saying "not listed yet" until the informers catch up.
+		return fmt.Errorf("kube: informers: Services, EndpointSlices and Node not listed within %s", timeout)
+	}
+	return nil
+}
+
+func (i *Informers) ready() error {
+	i.mu.RLock()
+	defer i.mu.RUnlock()
+	if i.noAccess != nil {
+		return i.noAccess
+	}
+	for _, s := range i.synced {
+		if !s() {
+			return errors.New("kube: informers have not listed yet")
+		}
+	}
+	return nil
+}
+
+// Services lists every Service.
+func (i *Informers) Services() ([]*corev1.Service, error) {
+	if err := i.ready(); err != nil {
+		return nil, err
+	}
+	return i.svc.List(labels.Everything())
+}
+
+// EndpointSlices lists every EndpointSlice.
+func (i *Informers) EndpointSlices() ([]*discoveryv1.EndpointSlice, error) {
+	if err := i.ready(); err != nil {
+		return nil, err
+	}
+	return i.eps.List(labels.Everything())
+}
+
+// Node returns this node, or nil when it is not in the API.
+func (i *Informers) Node() (*corev1.Node, error) {
+	if err := i.ready(); err != nil {
+		return nil, err
+	}
+	n, err := i.node.Get(i.nodeName)
+	if err != nil {
+		return nil, nil //nolint:nilerr // not registered (yet): no node facts
+	}
+	return n, nil
+}
+
+// NodeName is the node the informers watch.
+func (i *Informers) NodeName() string {
+	i.mu.RLock()
+	defer i.mu.RUnlock()
+	return i.nodeName
+}

@@ -1,0 +1,381 @@
+package netcheck
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/utils/clock"
+
+	"github.com/node-doctor/node-doctor/pkg/check"
+)
+
+// KubeProxySettings say where kube-proxy answers and how long a difference
+// may last before it counts.
+type KubeProxySettings struct {
+	// MetricsAddress serves /proxyMode and /metrics (kube-proxy --metrics-bind-address).
+	MetricsAddress string `yaml:"metricsAddress"`
+	// HealthAddress serves /healthz (kube-proxy --healthz-bind-address).
+	HealthAddress string `yaml:"healthAddress"`
+	// Mode overrides /proxyMode: iptables, nftables or ipvs; empty asks kube-proxy.
+	Mode string `yaml:"mode"`
+	// Grace: a difference seen for this long counts even when kube-proxy's
+	// sync state is unknown.
+	Grace time.Duration `yaml:"grace"`
+	// Settle: a difference counts at once when kube-proxy has synced
+	// everything it was told and nothing about the service changed for this long.
+	Settle time.Duration `yaml:"settle"`
+	// MaxFindings caps the per-service findings of one run.
+	MaxFindings int `yaml:"maxFindings"`
+}
+
+// Validate range-checks the settings.
+func (s *KubeProxySettings) Validate() error {
+	switch s.Mode {
+	case "", "iptables", "nftables", "ipvs":
+	default:
+		return fmt.Errorf("mode %q is not one of iptables, nftables, ipvs (or empty to ask kube-proxy)", s.Mode)
+	}
+	if s.Grace < time.Second || s.Grace > time.Hour {
+		return fmt.Errorf("grace %s is not between 1s and 1h", s.Grace)
+	}
+	if s.Settle < 0 || s.Settle > 10*time.Minute {
+		return fmt.Errorf("settle %s is not between 0 and 10m", s.Settle)
+	}
+	if s.MaxFindings < 1 || s.MaxFindings > 1000 {
+		return fmt.Errorf("maxFindings %d is not between 1 and 1000", s.MaxFindings)
+	}
+	if s.MetricsAddress == "" || s.HealthAddress == "" {
+		return errors.New("metricsAddress and healthAddress must be set")
+	}
+	return nil
+}
+
+func defaultKubeProxySettings() *KubeProxySettings {
+	return &KubeProxySettings{MetricsAddress: "127.0.0.1:10249", HealthAddress: "127.0.0.1:10256",
+		Grace: 30 * time.Second, Settle: 5 * time.Second, MaxFindings: 50}
+}
+
+// KubeProxyDeps are the outside systems the kube-proxy checks read.
+type KubeProxyDeps struct {
+	Services ServiceLister
+	IPTables IPTablesSaver
+	NFT      NFTLister
+	IPVS     IPVSLister
+	// KubeProxy nil means HTTP to the addresses in the settings.
+	KubeProxy KubeProxyAPI
+	Clock     clock.Clock
+}
+
+func (d KubeProxyDeps) kubeProxy(s *KubeProxySettings) KubeProxyAPI {
+	if d.KubeProxy != nil {
+		return d.KubeProxy
+	}
+	return KubeProxyHTTP{MetricsURL: "http://" + s.MetricsAddress, HealthURL: "http://" + s.HealthAddress}
+}
+
+func (d KubeProxyDeps) now() time.Time {
+	if d.Clock == nil {
+		return time.Now()
+	}
+	return d.Clock.Now()
+}
+
+// KubeProxyRules compares kube-proxy's rules on this node with the Services
+// and EndpointSlices in the API.
+func KubeProxyRules(d KubeProxyDeps) check.Definition {
+	s := defaultKubeProxySettings()
+	g := &graceTracker{first: map[string]time.Time{}}
+	return check.Definition{
+		Name:        "kube-proxy-rules",
+		Area:        "network",
+		Description: "kube-proxy's iptables/nftables/IPVS rules on this node match the Services and EndpointSlices in the API",
+		Interval:    time.Minute,
+		Timeout:     45 * time.Second,
+		Conditions:  []string{check.ConditionKubeProxyRules},
+		Settings:    s,
+		Check: check.Func(func(ctx context.Context) ([]check.Finding, error) {
+			return kubeProxyRulesRun(ctx, d, s, g)
+		}),
+	}
+}
+
+// Programmed state read for one run.
+type observed struct {
+	mode     string
+	progs    map[bool]*Programmed // by ipv6
+	kpMode   string               // what /proxyMode said ("" when unreachable)
+	kpErr    error
+	backend  string // iptables backend in use
+	readTime time.Duration
+}
+
+func kubeProxyRulesRun(ctx context.Context, d KubeProxyDeps, s *KubeProxySettings, g *graceTracker) ([]check.Finding, error) {
+	if d.Services == nil {
+		return nil, check.NotApplicable("no cluster access: node-doctor was given no kubeconfig and is not in a pod, so there are no Services to compare kube-proxy's rules with")
+	}
+	svcs, err := d.Services.Services()
+	if err != nil {
+		return nil, check.NotApplicable("no cluster access (%v): the Services to compare kube-proxy's rules with cannot be read", err)
+	}
+	eps, err := d.Services.EndpointSlices()
+	if err != nil {
+		return nil, check.NotApplicable("no cluster access (%v)", err)
+	}
+	kp := d.kubeProxy(s)
+	obs, err := readProgrammed(ctx, d, s, kp)
+	if err != nil {
+		return nil, err
+	}
+	desired := DesiredServicePorts(svcs, eps, d.Services.NodeName())
+	var sync *KubeProxySync
+	if ks, err := kp.Sync(ctx); err == nil {
+		sync = &ks
+	}
+	now := d.now()
+	var all []Discrepancy
+	verified, noEP := 0, 0
+	rules := 0
+	for _, v6 := range []bool{false, true} {
+		p := obs.progs[v6]
+		var fam []DesiredPort
+		for _, dp := range desired {
+			if dp.IPv6 == v6 {
+				fam = append(fam, dp)
+			}
+		}
+		if p == nil {
+			continue
+		}
+		rules += p.Rules
+		disc, v, n := Compare(fam, p)
+		for i := range disc {
+			disc[i].IPv6 = v6
+		}
+		all = append(all, disc...)
+		verified += v
+		noEP += n
+	}
+	counted, pending := g.filter(all, now, s, sync)
+	var out []check.Finding
+	for i, dc := range counted {
+		if i == s.MaxFindings {
+			f := finding(check.SeverityProblem, "MoreRuleDifferences", fmt.Sprintf("%d more differences between kube-proxy's %s rules and the API on this node (showing %d)", len(counted)-i, obs.mode, s.MaxFindings))
+			f.Condition = check.ConditionKubeProxyRules
+			out = append(out, f)
+			break
+		}
+		out = append(out, discrepancyFinding(dc, obs.mode))
+	}
+	if len(counted) == 0 {
+		msg := fmt.Sprintf("kube-proxy's %s rules on this node match the API for %d service ports (%d more have no endpoints anywhere)", obs.mode, verified, noEP)
+		if pending > 0 {
+			msg += fmt.Sprintf("; %d differences are younger than kube-proxy's sync and not counted yet", pending)
+		}
+		f := finding(check.SeverityOK, "RulesMatchAPI", msg)
+		f.Condition = check.ConditionKubeProxyRules
+		f.Details = map[string]string{"mode": obs.mode, "verified": fmt.Sprint(verified), "no_endpoints": fmt.Sprint(noEP),
+			"pending": fmt.Sprint(pending), "rules": fmt.Sprint(rules)}
+		if obs.backend != "" {
+			f.Details["iptables_backend"] = obs.backend
+		}
+		out = append(out, f)
+	}
+	if obs.kpErr != nil && s.Mode == "" {
+		f := finding(check.SeverityWarning, "KubeProxyModeUnknown", fmt.Sprintf("kube-proxy did not answer /proxyMode on %s (%v); compared the %s rules found on the node", s.MetricsAddress, obs.kpErr, obs.mode))
+		f.Condition = check.ConditionKubeProxyRules
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// readProgrammed works out the mode and reads its rules for both families.
+func readProgrammed(ctx context.Context, d KubeProxyDeps, s *KubeProxySettings, kp KubeProxyAPI) (*observed, error) {
+	obs := &observed{progs: map[bool]*Programmed{}}
+	mode := s.Mode
+	if mode == "" {
+		m, err := kp.ProxyMode(ctx)
+		obs.kpMode, obs.kpErr = m, err
+		mode = m
+	}
+	start := time.Now()
+	defer func() { obs.readTime = time.Since(start) }()
+	switch mode {
+	case "nftables":
+		if err := readNFT(ctx, d, obs); err != nil {
+			return nil, err
+		}
+		if obs.progs[false] == nil && obs.progs[true] == nil {
+			return nil, fmt.Errorf("kube-proxy says it runs in nftables mode but there is no kube-proxy nftables table")
+		}
+		obs.mode = mode
+		return obs, nil
+	case "iptables":
+		found, err := readIPT(ctx, d, obs)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			return nil, fmt.Errorf("kube-proxy says it runs in iptables mode but neither iptables backend has a KUBE-SERVICES chain")
+		}
+		obs.mode = mode
+		return obs, nil
+	case "ipvs":
+		if d.IPVS == nil {
+			return nil, check.NotApplicable("kube-proxy runs in IPVS mode and node-doctor was built without an IPVS reader")
+		}
+		p, err := readIPVS(ctx, d.IPVS)
+		if err != nil {
+			return nil, err
+		}
+		obs.mode, obs.progs[false], obs.progs[true] = mode, p[false], p[true]
+		return obs, nil
+	case "kernelspace":
+		return nil, check.NotApplicable("kube-proxy runs in kernelspace (Windows) mode")
+	}
+	if mode != "" {
+		return nil, fmt.Errorf("kube-proxy reports unknown mode %q", mode)
+	}
+	// kube-proxy did not answer: look at what is programmed.
+	if err := readNFT(ctx, d, obs); err != nil {
+		return nil, err
+	}
+	if obs.progs[false] != nil || obs.progs[true] != nil {
+		obs.mode = "nftables"
+		return obs, nil
+	}
+	found, err := readIPT(ctx, d, obs)
+	if err != nil {
+		return nil, err
+	}
+	if found {
+		obs.mode = "iptables"
+		return obs, nil
+	}
+	return nil, check.NotApplicable("kube-proxy is not running here (nothing answers on %s: %v) and no kube-proxy rules are programmed; "+
+		"Services on this node are implemented by something else (e.g. a CNI that replaces kube-proxy)", s.MetricsAddress, obs.kpErr)
+}
+
+func readNFT(ctx context.Context, d KubeProxyDeps, obs *observed) error {
+	if d.NFT == nil {
+		return nil
+	}
+	for _, v6 := range []bool{false, true} {
+		fam := "ip"
+		if v6 {
+			fam = "ip6"
+		}
+		b, ok, err := d.NFT.ListTable(ctx, fam, "kube-proxy")
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		t, err := ParseNFTJSON(b)
+		if err != nil {
+			return fmt.Errorf("nft table %s kube-proxy: %w", fam, err)
+		}
+		obs.progs[v6] = ProgrammedFromNFT(t)
+	}
+	return nil
+}
+
+// readIPT finds the backend holding KUBE-SERVICES (nft first, as the
+// iptables wrapper kube-proxy images ship prefers it) and reads nat and
+// filter of both families from it.
+func readIPT(ctx context.Context, d KubeProxyDeps, obs *observed) (bool, error) {
+	if d.IPTables == nil {
+		return false, nil
+	}
+	for _, be := range []string{BackendNFT, BackendLegacy} {
+		nat4 := &IPTables{Tables: map[string]*IPTTable{}}
+		if err := d.IPTables.Save(ctx, be, false, "nat", nat4); err != nil {
+			if be == BackendLegacy {
+				continue // no legacy tools or tables
+			}
+			return false, err
+		}
+		if nat4.Table("nat").Chain("KUBE-SERVICES") == nil {
+			continue
+		}
+		obs.backend = be
+		if err := d.IPTables.Save(ctx, be, false, "filter", nat4); err != nil {
+			return false, err
+		}
+		obs.progs[false] = ProgrammedFromIPTables(nat4)
+		v6 := &IPTables{Tables: map[string]*IPTTable{}}
+		if err := d.IPTables.Save(ctx, be, true, "nat", v6); err == nil && v6.Table("nat").Chain("KUBE-SERVICES") != nil {
+			if err := d.IPTables.Save(ctx, be, true, "filter", v6); err != nil {
+				return false, err
+			}
+			obs.progs[true] = ProgrammedFromIPTables(v6)
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
+func discrepancyFinding(dc Discrepancy, mode string) check.Finding {
+	fam := "IPv4"
+	if dc.IPv6 {
+		fam = "IPv6"
+	}
+	f := finding(check.SeverityProblem, dc.Reason, fmt.Sprintf(
+		"%s (%s, %s): %s; expected %s, found %s; fix: check kube-proxy's log on this node for sync errors, then restart kube-proxy here to rewrite its rules",
+		dc.Service, strings.ToUpper(dc.Service.Protocol), fam, dc.Message, dc.Expected, dc.Actual))
+	f.Condition = check.ConditionKubeProxyRules
+	f.Object = check.Object{Kind: check.KindService, Namespace: dc.Service.Namespace, Name: dc.Service.Name}
+	f.Details = map[string]string{"service_port": dc.Service.String(), "expected": dc.Expected, "actual": dc.Actual, "mode": mode, "ip_family": fam}
+	return f
+}
+
+// graceTracker remembers when each difference was first seen, across runs.
+type graceTracker struct {
+	mu    sync.Mutex
+	first map[string]time.Time
+}
+
+// filter returns the differences that count now and how many are pending.
+// One counts when seen for Grace, or at once when kube-proxy has applied
+// every change it queued, its last change is Settle old, and the service
+// did not change in the API for Settle either.
+func (g *graceTracker) filter(all []Discrepancy, now time.Time, s *KubeProxySettings, sync *KubeProxySync) ([]Discrepancy, int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	seen := map[string]time.Time{}
+	var out []Discrepancy
+	pending := 0
+	for _, dc := range all {
+		first, ok := g.first[dc.Key]
+		if !ok {
+			first = now
+		}
+		seen[dc.Key] = first
+		if now.Sub(first) >= s.Grace || settled(dc, now, s.Settle, sync) {
+			out = append(out, dc)
+			continue
+		}
+		pending++
+	}
+	g.first = seen
+	return out, pending
+}
+
+func settled(dc Discrepancy, now time.Time, settle time.Duration, sync *KubeProxySync) bool {
+	if sync == nil {
+		return false
+	}
+	fam := "IPv4"
+	if dc.IPv6 {
+		fam = "IPv6"
+	}
+	last, queued := sync.LastSync[fam], sync.LastQueued[fam]
+	if last.IsZero() || last.Before(queued) {
+		return false // kube-proxy has changes it has not written yet
+	}
+	return now.Sub(queued) >= settle && now.Sub(last) >= 0 && now.Sub(dc.Changed) >= settle
+}
