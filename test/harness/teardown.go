@@ -50,7 +50,14 @@ func Teardown(ctx context.Context, log *slog.Logger, st *State, keepWorkDir bool
 	}
 	killCgroupProcs(log, st)
 
-	newNetns := newEntries(dirEntries("/var/run/netns"), st.NetnsBefore)
+	// Only the runtime's pod namespaces (cni-<uuid>): tests may hold
+	// namespaces of their own at the same time.
+	var newNetns []string
+	for _, n := range newEntries(dirEntries("/var/run/netns"), st.NetnsBefore) {
+		if strings.HasPrefix(n, "cni-") {
+			newNetns = append(newNetns, n)
+		}
+	}
 	var nsPaths []string
 	for _, n := range newNetns {
 		nsPaths = append(nsPaths, filepath.Join("/run/netns", n), filepath.Join("/var/run/netns", n))
