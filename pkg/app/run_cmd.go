@@ -24,9 +24,10 @@ var timeNow = time.Now
 
 // kubeFlags are the run command's Kubernetes reporting flags.
 type kubeFlags struct {
-	qps       float32
-	burst     int
-	eventsQPS float64
+	qps        float32
+	burst      int
+	eventsQPS  float64
+	eventsLogs bool
 }
 
 func newRunCommand(g *globals) *cobra.Command {
@@ -100,6 +101,7 @@ Stops cleanly on SIGINT or SIGTERM.`,
 	f.Float32Var(&kf.qps, "kube-api-qps", 5, "queries per second to the Kubernetes API server")
 	f.IntVar(&kf.burst, "kube-api-burst", 10, "burst of queries to the Kubernetes API server")
 	f.Float64Var(&kf.eventsQPS, "events-qps", 1, "Events written per second at most (burst 20); more wait in a bounded queue")
+	f.BoolVar(&kf.eventsLogs, "events-include-logs", false, "copy what containers logged (last log line, termination message; cut to 256 bytes) into Events; off because more people can read Events than pod logs")
 	return cmd
 }
 
@@ -140,7 +142,7 @@ func kubeReporters(s *setup, kf kubeFlags, m *metrics.Reporter) (*kubeParts, err
 		conditions: kube.NewConditions(api, kube.ConditionOptions{
 			Node: node, All: s.all, Enabled: s.defs, Heartbeat: s.cfg.ConditionHeartbeat, Log: log, Metrics: km,
 		}),
-		events: kube.NewEvents(api, kube.EventOptions{Node: node, QPS: kf.eventsQPS, Log: log, Metrics: km}),
+		events: kube.NewEvents(api, kube.EventOptions{Node: node, QPS: kf.eventsQPS, IncludeLogs: kf.eventsLogs, Log: log, Metrics: km}),
 	}, nil
 }
 

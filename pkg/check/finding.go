@@ -85,9 +85,13 @@ type Finding struct {
 	// Reason is CamelCase, stable, and low-cardinality.
 	Reason string `json:"reason" yaml:"reason"`
 	// Message is one line: what is wrong and how to fix it.
-	Message string            `json:"message" yaml:"message"`
-	Object  Object            `json:"object,omitzero" yaml:"object,omitempty"`
-	Details map[string]string `json:"details,omitempty" yaml:"details,omitempty"`
+	Message string `json:"message" yaml:"message"`
+	// LogExcerpt is what a workload itself wrote (a container's last log
+	// line, its termination message): shown on the node, kept out of Events
+	// unless the user enables it, since more people can read those.
+	LogExcerpt string            `json:"log_excerpt,omitempty" yaml:"log_excerpt,omitempty"`
+	Object     Object            `json:"object,omitzero" yaml:"object,omitempty"`
+	Details    map[string]string `json:"details,omitempty" yaml:"details,omitempty"`
 	// Time is when the problem happened, when that differs from when the
 	// check ran (e.g. a kernel log timestamp).
 	Time time.Time `json:"time,omitzero" yaml:"time,omitempty"`

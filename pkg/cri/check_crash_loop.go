@@ -1,6 +1,7 @@
 package cri
 
 import (
+	"strings"
 	"context"
 	"fmt"
 	"io/fs"
@@ -41,17 +42,19 @@ func crashLoopFindings(s *Snapshot, set *LoopSettings, hostFS fs.FS) []check.Fin
 		st := c.Status
 		o := ContainerObject(g.sandbox, c)
 		f := check.Finding{Severity: check.SeverityProblem, Reason: "CrashLoop", Object: o, Details: containerDetails(c), Time: unixNano(st.GetFinishedAt())}
-		msg := fmt.Sprintf("exits with code %d (%s) and keeps being restarted (restart %d)", st.GetExitCode(), orDash(st.GetReason()), c.GetMetadata().GetAttempt())
+		var excerpt []string
 		if st.GetMessage() != "" {
-			msg += fmt.Sprintf("; termination message: %q", lastLine(st.GetMessage()))
+			excerpt = append(excerpt, fmt.Sprintf("termination message: %q", lastLine(st.GetMessage())))
 		}
 		if tail, err := TailLog(hostFS, st.GetLogPath(), LogTailLines, LogTailBytes); err == nil && tail != "" {
 			f.Details["log_tail"] = tail
-			msg += fmt.Sprintf("; last log line: %q", lastLine(tail))
+			excerpt = append(excerpt, fmt.Sprintf("last log line: %q", lastLine(tail)))
 		} else if err != nil {
 			f.Details["log_error"] = err.Error()
 		}
-		f.Message = msg + fmt.Sprintf("; see kubectl logs %s --previous and fix the command, config or dependency it fails on", kubectlRef(o))
+		f.LogExcerpt = strings.Join(excerpt, "; ")
+		f.Message = fmt.Sprintf("exits with code %d (%s) and keeps being restarted (restart %d); see kubectl logs %s --previous and fix the command, config or dependency it fails on",
+			st.GetExitCode(), orDash(st.GetReason()), c.GetMetadata().GetAttempt(), kubectlRef(o))
 		out = append(out, f)
 	}
 	if len(out) == 0 {

@@ -33,7 +33,10 @@ type EventOptions struct {
 	// QPS and Burst limit writes to the API server. Defaults 1 and 20.
 	QPS   float64
 	Burst int
-	Clock clock.WithTicker
+	// IncludeLogs copies what workloads logged (Finding.LogExcerpt) into
+	// Events, cut to 256 bytes; off by default.
+	IncludeLogs bool
+	Clock       clock.WithTicker
 	Log   *slog.Logger
 	// Metrics may be nil.
 	Metrics *Metrics
@@ -164,6 +167,10 @@ func (e *Events) eventFor(checkName string, f check.Finding, now time.Time) core
 		}
 		ns = f.Object.Namespace
 	}
+	msg := f.Message
+	if e.o.IncludeLogs && f.LogExcerpt != "" {
+		msg += "; " + sanitize(f.LogExcerpt, 256)
+	}
 	sum := sha256.Sum256([]byte(ref.Kind + "/" + ref.Namespace + "/" + ref.Name + "/" + ref.FieldPath + "/" + checkName + "/" + f.Reason))
 	base := ref.Name
 	if len(base) > 200 {
@@ -176,7 +183,7 @@ func (e *Events) eventFor(checkName string, f check.Finding, now time.Time) core
 		},
 		InvolvedObject:      ref,
 		Reason:              f.Reason,
-		Message:             sanitize(f.Message, maxMessage),
+		Message:             sanitize(msg, maxMessage),
 		Type:                corev1.EventTypeWarning,
 		Source:              corev1.EventSource{Component: Component, Host: e.o.Node},
 		FirstTimestamp:      metav1.NewTime(when),

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -169,5 +170,28 @@ func TestSanitize(t *testing.T) {
 	}
 	if got := sanitize(string(make([]byte, 2000)), 10); len(got) != 10 {
 		t.Errorf("len %d", len(got))
+	}
+}
+
+func TestEventsKeepLogsOut(t *testing.T) {
+	f := check.Finding{Severity: check.SeverityProblem, Reason: "CrashLoop", Message: "exits with code 1",
+		LogExcerpt: "last log line: \"password=hunter2\x1b[0m\"", Object: check.Object{Kind: check.KindPod, Namespace: "a", Name: "b", UID: "u"}}
+	r := startEvents(t, fake.NewClientset(), 0)
+	r.e.Report(result("cri-crash-loop", check.StatusProblem, f))
+	eventually(t, "event", func() bool { return len(events(t, r.cs)) == 1 })
+	if ev := events(t, r.cs)[0]; strings.Contains(ev.Message, "hunter2") {
+		t.Fatalf("log excerpt copied into the event by default: %q", ev.Message)
+	}
+
+	cs := fake.NewClientset()
+	e := NewEvents(API{Client: cs}, EventOptions{Node: node, QPS: 1000, Burst: 1000, IncludeLogs: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = e.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	e.Report(result("cri-crash-loop", check.StatusProblem, f))
+	eventually(t, "event with logs", func() bool { return len(events(t, cs)) == 1 })
+	if ev := events(t, cs)[0]; !strings.Contains(ev.Message, "hunter2") || strings.Contains(ev.Message, "\x1b") {
+		t.Fatalf("enabled excerpt missing or not sanitized: %q", ev.Message)
 	}
 }

@@ -158,6 +158,9 @@ func rows(res check.Result, verbose bool) []row {
 			continue
 		}
 		msg := f.Message
+		if f.LogExcerpt != "" {
+			msg += "; " + f.LogExcerpt
+		}
 		if !f.Object.IsNode() {
 			msg = f.Object.String() + ": " + msg
 		}

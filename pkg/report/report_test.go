@@ -25,7 +25,7 @@ func sample() Report {
 		}},
 		{Check: "bridge-netfilter", Area: "network", Status: check.StatusNotApplicable, NotApplicable: "no bridge"},
 		{Check: "crash-loop", Area: "runtime", Status: check.StatusWarning, Findings: []check.Finding{
-			{Severity: check.SeverityWarning, Reason: "CrashLoop", Message: "exit 1", Object: check.Object{Kind: check.KindPod, Namespace: "default", Name: "web", Container: "app"}},
+			{Severity: check.SeverityWarning, Reason: "CrashLoop", Message: "exit 1", LogExcerpt: `last log line: "boom"`, Object: check.Object{Kind: check.KindPod, Namespace: "default", Name: "web", Container: "app"}},
 		}},
 		{Check: "runtime", Area: "runtime", Status: check.StatusError, Err: errors.New("dial unix /run/containerd/containerd.sock: connect: permission denied")},
 	})
@@ -59,7 +59,7 @@ func TestTable(t *testing.T) {
 		"  PROBLEM  hairpin           HairpinModeOff    bridge cni0: off on vethb\n",
 		"  N/A      bridge-netfilter  -                 no bridge\n",
 		"RUNTIME",
-		"Pod default/web container app: exit 1",
+		`Pod default/web container app: exit 1; last log line: "boom"`,
 		"could not run: dial unix",
 		"5 checks: 1 ok, 1 warning, 1 problem, 1 error, 1 not applicable",
 	} {
