@@ -75,20 +75,24 @@ type KubeProxySync struct {
 
 // ExecIPTablesSaver runs iptables-legacy-save / iptables-nft-save (and the
 // ip6 variants) from PATH, streaming into the parser.
-type ExecIPTablesSaver struct{}
+type ExecIPTablesSaver struct {
+	// Prefix runs the tools through another command (tests: ip netns exec NS).
+	Prefix []string
+}
 
 // Save runs one iptables-save for one table.
-func (ExecIPTablesSaver) Save(ctx context.Context, backend string, ipv6 bool, table string, into *IPTables) error {
+func (e ExecIPTablesSaver) Save(ctx context.Context, backend string, ipv6 bool, table string, into *IPTables) error {
 	bin := "iptables-" + backend + "-save"
 	if ipv6 {
 		bin = "ip6tables-" + backend + "-save"
 	}
-	if backend == BackendLegacy && !legacyTableLoaded(ipv6, table) {
+	if backend == BackendLegacy && len(e.Prefix) == 0 && !legacyTableLoaded(ipv6, table) {
 		// Asking the kernel for a legacy table it does not have loads its
 		// module and creates it; read only the ones that exist.
 		return nil
 	}
-	cmd := exec.CommandContext(ctx, bin, "-t", table)
+	args := append(append([]string{}, e.Prefix...), bin, "-t", table)
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
