@@ -242,7 +242,7 @@ func TestDeployManifestsRender(t *testing.T) {
 	for _, s := range []string{
 		"hostNetwork: true", "priorityClassName: system-node-critical", "operator: Exists",
 		"fieldPath: spec.nodeName", "path: /healthz", "path: /readyz", "readOnlyRootFilesystem: true",
-		"privileged: false", "allowPrivilegeEscalation: false",
+		"privileged: true",
 		`prometheus.io/scrape: "true"`, `prometheus.io/port: "19720"`,
 	} {
 		if !strings.Contains(string(ds), s) {
@@ -251,6 +251,29 @@ func TestDeployManifestsRender(t *testing.T) {
 	}
 	if strings.Contains(string(ds), "hostPID: true") {
 		t.Error("DaemonSet uses hostPID")
+	}
+
+	// The unprivileged component: named capabilities, no kernel-log check.
+	ovl := t.TempDir()
+	rel, err := filepath.Rel(ovl, deployDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := fmt.Sprintf("resources: [%s]\ncomponents: [%s/components/unprivileged]\n", rel, rel)
+	if err := os.WriteFile(filepath.Join(ovl, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var unpriv []byte
+	for _, o := range renderObjects(t, ovl) {
+		if o["kind"] == "DaemonSet" || o["kind"] == "ConfigMap" {
+			b, _ := yaml.Marshal(o)
+			unpriv = append(unpriv, b...)
+		}
+	}
+	for _, s := range []string{"privileged: false", "allowPrivilegeEscalation: false", "- NET_ADMIN", "- NET_RAW", "- SYSLOG", "- ALL", "kernel-log:", "enabled: false"} {
+		if !strings.Contains(string(unpriv), s) {
+			t.Errorf("components/unprivileged: DaemonSet/ConfigMap lack %q:\n%s", s, unpriv)
+		}
 	}
 
 	po := renderObjects(t, filepath.Join(deployDir(t), "prometheus-operator"))
