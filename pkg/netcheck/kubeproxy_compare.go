@@ -73,34 +73,32 @@ func ProgrammedFromIPTables(t *IPTables) *Programmed {
 			}
 		}
 	}
-	{
-		for name, c := range nat.Chains {
-			if !isIPTServiceChain(name) {
+	for name, c := range nat.Chains {
+		if !isIPTServiceChain(name) {
+			continue
+		}
+		p.ServiceChains[name] = iptChainOwner(c)
+		if !strings.HasPrefix(name, "KUBE-SVC-") && !strings.HasPrefix(name, "KUBE-SVL-") {
+			continue
+		}
+		eps := []string{}
+		for _, r := range c.Rules {
+			if !strings.HasPrefix(r.Target, "KUBE-SEP-") {
 				continue
 			}
-			p.ServiceChains[name] = iptChainOwner(c)
-			if !strings.HasPrefix(name, "KUBE-SVC-") && !strings.HasPrefix(name, "KUBE-SVL-") {
-				continue
-			}
-			eps := []string{}
-			for _, r := range c.Rules {
-				if !strings.HasPrefix(r.Target, "KUBE-SEP-") {
-					continue
-				}
-				ep := "missing chain " + r.Target
-				if sep := nat.Chain(r.Target); sep != nil {
-					ep = "no DNAT in " + r.Target
-					for _, sr := range sep.Rules {
-						if sr.ToDest != "" {
-							ep = sr.ToDest
-						}
+			ep := "missing chain " + r.Target
+			if sep := nat.Chain(r.Target); sep != nil {
+				ep = "no DNAT in " + r.Target
+				for _, sr := range sep.Rules {
+					if sr.ToDest != "" {
+						ep = sr.ToDest
 					}
 				}
-				eps = append(eps, ep)
 			}
-			slices.Sort(eps)
-			p.Endpoints[name] = eps
+			eps = append(eps, ep)
 		}
+		slices.Sort(eps)
+		p.Endpoints[name] = eps
 	}
 	filter := t.Table("filter")
 	for _, chain := range []string{"KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"} {
@@ -374,7 +372,7 @@ func compareEndpoints(d *DesiredPort, chain string, want, got []string) []Discre
 			extra = slices.DeleteFunc(extra, func(e string) bool { return e == x })
 			continue
 		}
-		out = append(out, Discrepancy{Service: d.Name, Reason: "EndpointMissing", Expected: chain + " DNAT to " + m, Actual: "no DNAT to " + m + " (has: " + strings.Join(got, ", ") + ")",
+		out = append(out, Discrepancy{Service: d.Name, Reason: "EndpointMissing", Expected: chain + " DNAT to " + m, Actual: "no DNAT to " + m + " (has: " + orNone(got) + ")",
 			Key: d.Name.String() + "/" + d.Name.Protocol + "|missing|" + m, Message: "a ready endpoint gets no traffic from this node"})
 	}
 	for _, x := range extra {
@@ -405,4 +403,11 @@ func parseOwner(s string) ServicePortName {
 	n.Namespace = ns
 	n.Name, n.Port, _ = strings.Cut(rest, ":")
 	return n
+}
+
+func orNone(l []string) string {
+	if len(l) == 0 {
+		return "none"
+	}
+	return strings.Join(l, ", ")
 }

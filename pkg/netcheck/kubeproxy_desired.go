@@ -188,10 +188,6 @@ func categorize(d *DesiredPort, sp corev1.ServicePort, slicesOf []*discoveryv1.E
 			isReady := e.Conditions.Ready == nil || *e.Conditions.Ready
 			serving := e.Conditions.Serving == nil || *e.Conditions.Serving
 			terminating := e.Conditions.Terminating != nil && *e.Conditions.Terminating
-			if e.Hints != nil && (len(e.Hints.ForZones) > 0 || len(e.Hints.ForNodes) > 0) && d.Topology {
-				// hints only apply with trafficDistribution or the topology annotation
-				d.Topology = true
-			}
 			local := e.NodeName != nil && *e.NodeName == node
 			for _, a := range e.Addresses {
 				hp := net.JoinHostPort(a, strconv.Itoa(int(port)))
