@@ -2,6 +2,7 @@ package netcheck
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"slices"
 	"strconv"
@@ -22,19 +23,22 @@ type IPVSVirtual struct {
 	Destinations []ipvs.Destination
 }
 
-// MobyIPVS reads IPVS over generic netlink in the current namespace.
-type MobyIPVS struct{}
+// MobyIPVS reads IPVS over generic netlink.
+type MobyIPVS struct {
+	// NetNS is a network namespace path; empty means the current one.
+	NetNS string
+}
 
 // Services lists every virtual server and its real servers.
-func (MobyIPVS) Services(ctx context.Context) ([]IPVSVirtual, error) {
-	h, err := ipvs.New("")
+func (m MobyIPVS) Services(ctx context.Context) ([]IPVSVirtual, error) {
+	h, err := ipvs.New(m.NetNS)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("ipvs: open: %w", err)
 	}
 	defer h.Close()
 	svcs, err := h.GetServices()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("ipvs: list services: %w", err)
 	}
 	out := make([]IPVSVirtual, 0, len(svcs))
 	for _, s := range svcs {
@@ -43,7 +47,7 @@ func (MobyIPVS) Services(ctx context.Context) ([]IPVSVirtual, error) {
 		}
 		dst, err := h.GetDestinations(s)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("ipvs: list destinations of %s:%d: %w", s.Address, s.Port, err)
 		}
 		v := IPVSVirtual{Service: *s}
 		for _, d := range dst {
