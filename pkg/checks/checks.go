@@ -58,6 +58,7 @@ func All(d Deps) []*check.Definition {
 		cri.OOMKilledCheck(d.CRI),
 		cri.SandboxCheck(d.CRI),
 		cri.StuckCheck(d.CRI),
+		cri.InventoryCheck(d.CRI),
 		kernel.Log(d.HostFS, d.Clock, d.Pods),
 	}
 	out := make([]*check.Definition, len(defs))

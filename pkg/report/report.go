@@ -153,8 +153,12 @@ func rows(res check.Result, verbose bool) []row {
 		return []row{{res.Status, "-", "no problems found"}}
 	}
 	var out []row
+	healthyObjects := 0
 	for _, f := range res.Findings {
-		if !verbose && res.Status != check.StatusOK && f.Severity == check.SeverityOK {
+		if !verbose && f.Severity == check.SeverityOK && (res.Status != check.StatusOK || !f.Object.IsNode()) {
+			if !f.Object.IsNode() {
+				healthyObjects++
+			}
 			continue
 		}
 		msg := f.Message
@@ -168,6 +172,9 @@ func rows(res check.Result, verbose bool) []row {
 			msg += " " + details(f.Details)
 		}
 		out = append(out, row{findingStatus(f.Severity), f.Reason, oneLine(msg)})
+	}
+	if healthyObjects > 0 && res.Status == check.StatusOK {
+		out = append(out, row{check.StatusOK, "-", fmt.Sprintf("%d pods and containers listed; --verbose shows them", healthyObjects)})
 	}
 	return out
 }

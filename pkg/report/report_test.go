@@ -123,3 +123,21 @@ func TestJSONAndYAML(t *testing.T) {
 		t.Errorf("yaml: %v", res)
 	}
 }
+
+func TestHealthyObjectsFoldedUnlessVerbose(t *testing.T) {
+	at := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	r := New("n", "v", at, []check.Result{{Check: "cri-inventory", Area: "runtime", Status: check.StatusOK, Findings: []check.Finding{
+		{Severity: check.SeverityOK, Reason: "PodSandbox", Message: "sandbox READY", Object: check.Object{Kind: check.KindPod, Namespace: "a", Name: "web"}},
+		{Severity: check.SeverityOK, Reason: "Container", Message: "container running", Object: check.Object{Kind: check.KindPod, Namespace: "a", Name: "web", Container: "app"}},
+	}}})
+	var b bytes.Buffer
+	_ = WriteTable(&b, r, TableOptions{})
+	if out := b.String(); strings.Contains(out, "container running") || !strings.Contains(out, "2 pods and containers listed; --verbose shows them") {
+		t.Errorf("folded:\n%s", out)
+	}
+	b.Reset()
+	_ = WriteTable(&b, r, TableOptions{Verbose: true})
+	if out := b.String(); !strings.Contains(out, "Pod a/web container app: container running") {
+		t.Errorf("verbose:\n%s", out)
+	}
+}
