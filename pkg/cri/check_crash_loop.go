@@ -1,10 +1,10 @@
 package cri
 
 import (
-	"strings"
 	"context"
 	"fmt"
 	"io/fs"
+	"strings"
 
 	"github.com/node-doctor/node-doctor/pkg/check"
 )

@@ -37,7 +37,7 @@ type EventOptions struct {
 	// Events, cut to 256 bytes; off by default.
 	IncludeLogs bool
 	Clock       clock.WithTicker
-	Log   *slog.Logger
+	Log         *slog.Logger
 	// Metrics may be nil.
 	Metrics *Metrics
 }
@@ -236,7 +236,10 @@ func (e *Events) Run(ctx context.Context) error {
 				e.requeue(p)
 				break
 			}
-			if err := e.write(ctx, p); err != nil {
+			rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+			err := e.write(rctx, p)
+			cancel()
+			if err != nil {
 				if ctx.Err() != nil {
 					e.requeue(p)
 					break
