@@ -33,6 +33,10 @@ type ConditionOptions struct {
 	Metrics   *Metrics
 }
 
+// requestTimeout bounds one API call, so a hung API server is retried
+// rather than waited on for ever.
+const requestTimeout = 30 * time.Second
+
 // maxMessage bounds a condition message; several findings are joined.
 const maxMessage = 1024
 
@@ -130,7 +134,9 @@ func (c *Conditions) Run(ctx context.Context) error {
 			c.o.Log.Error("build node condition patch", "err", err)
 			continue
 		}
-		err = c.api.PatchNodeStatus(ctx, c.o.Node, patch)
+		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		err = c.api.PatchNodeStatus(rctx, c.o.Node, patch)
+		cancel()
 		c.o.Metrics.request("patch_node_status", err)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -163,7 +169,9 @@ func (c *Conditions) Run(ctx context.Context) error {
 func (c *Conditions) readNode(ctx context.Context) (map[string]corev1.NodeCondition, []string, error) {
 	backoff := time.Second
 	for {
-		n, err := c.api.GetNode(ctx, c.o.Node)
+		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		n, err := c.api.GetNode(rctx, c.o.Node)
+		cancel()
 		c.o.Metrics.request("get_node", err)
 		if err == nil {
 			have := map[string]corev1.NodeCondition{}
