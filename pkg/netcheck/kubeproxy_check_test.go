@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/moby/ipvs"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -283,6 +285,35 @@ func TestConntrack(t *testing.T) {
 	if _, err := runDef(t, Conntrack(fstest.MapFS{})); err == nil {
 		t.Fatal("no conntrack: want not applicable")
 	} else if _, ok := check.IsNotApplicable(err); !ok {
+		t.Fatal(err)
+	}
+}
+
+func TestKubeProxyRulesMetrics(t *testing.T) {
+	svcs, eps := loadAPI(t, "api-iptables.json")
+	now := time.Date(2026, 11, 23, 16, 0, 0, 0, time.UTC)
+	def := KubeProxyRules(KubeProxyDeps{Services: fakeLister{svcs: svcs, eps: eps},
+		IPTables:  fakeSaver{"nft/nat": string(readKP(t, "iptables-nft-nat.txt")), "nft/filter": string(readKP(t, "iptables-nft-filter.txt"))},
+		KubeProxy: fakeKP{mode: "iptables", sync: settledSync(now.Add(-time.Minute))}, Clock: clocktesting.NewFakeClock(now)})
+	if _, err := runDef(t, def); err != nil {
+		t.Fatal(err)
+	}
+	c, ok := def.Check.(prometheus.Collector)
+	if !ok {
+		t.Fatal("kube-proxy-rules is not a prometheus.Collector")
+	}
+	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %v", err, problems)
+	}
+	want := `
+# HELP node_doctor_kubeproxy_service_ports Service ports (per IP family) in the last verification of kube-proxy's rules, by mode and state (verified, broken, pending, no_endpoints).
+# TYPE node_doctor_kubeproxy_service_ports gauge
+node_doctor_kubeproxy_service_ports{mode="iptables",state="broken"} 0
+node_doctor_kubeproxy_service_ports{mode="iptables",state="no_endpoints"} 1
+node_doctor_kubeproxy_service_ports{mode="iptables",state="pending"} 0
+node_doctor_kubeproxy_service_ports{mode="iptables",state="verified"} 4
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "node_doctor_kubeproxy_service_ports"); err != nil {
 		t.Fatal(err)
 	}
 }

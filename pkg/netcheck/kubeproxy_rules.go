@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 
 	"github.com/node-doctor/node-doctor/pkg/check"
@@ -97,10 +98,76 @@ func KubeProxyRules(d KubeProxyDeps) check.Definition {
 		Timeout:     45 * time.Second,
 		Conditions:  []string{check.ConditionKubeProxyRules},
 		Settings:    s,
-		Check: check.Func(func(ctx context.Context) ([]check.Finding, error) {
-			return kubeProxyRulesRun(ctx, d, s, g)
-		}),
+		Check:       newKubeProxyRulesCheck(d, s, g),
 	}
+}
+
+// kubeProxyRulesCheck is the check plus the metrics of its last run.
+type kubeProxyRulesCheck struct {
+	d        KubeProxyDeps
+	s        *KubeProxySettings
+	g        *graceTracker
+	ports    *prometheus.GaugeVec
+	rules    *prometheus.GaugeVec
+	duration prometheus.Gauge
+	lag      *prometheus.GaugeVec
+}
+
+func newKubeProxyRulesCheck(d KubeProxyDeps, s *KubeProxySettings, g *graceTracker) *kubeProxyRulesCheck {
+	return &kubeProxyRulesCheck{d: d, s: s, g: g,
+		ports: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "node_doctor_kubeproxy_service_ports",
+			Help: "Service ports (per IP family) in the last verification of kube-proxy's rules, by mode and state (verified, broken, pending, no_endpoints)."}, []string{"mode", "state"}),
+		rules: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "node_doctor_kubeproxy_rules",
+			Help: "Rules (iptables), chain rules (nftables) or virtual servers (IPVS) of kube-proxy read in the last verification."}, []string{"mode"}),
+		duration: prometheus.NewGauge(prometheus.GaugeOpts{Name: "node_doctor_kubeproxy_verification_duration_seconds",
+			Help: "How long the last verification of kube-proxy's rules took (API read, rules read, parse, compare)."}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "node_doctor_kubeproxy_sync_lag_seconds",
+			Help: "How far kube-proxy's last sync is behind its last queued change, as last seen (0 when in sync)."}, []string{"ip_family"}),
+	}
+}
+
+// Run verifies the rules and records the metrics.
+func (c *kubeProxyRulesCheck) Run(ctx context.Context) ([]check.Finding, error) {
+	start := time.Now()
+	fs, st, err := kubeProxyRulesRun(ctx, c.d, c.s, c.g)
+	c.duration.Set(time.Since(start).Seconds())
+	if st != nil {
+		c.ports.Reset()
+		for state, n := range map[string]int{"verified": st.verified, "broken": st.broken, "pending": st.pending, "no_endpoints": st.noEndpoints} {
+			c.ports.WithLabelValues(st.mode, state).Set(float64(n))
+		}
+		c.rules.Reset()
+		c.rules.WithLabelValues(st.mode).Set(float64(st.rules))
+		if st.sync != nil {
+			for fam, q := range st.sync.LastQueued {
+				c.lag.WithLabelValues(fam).Set(max(0, q.Sub(st.sync.LastSync[fam]).Seconds()))
+			}
+		}
+	}
+	return fs, err
+}
+
+// Describe implements prometheus.Collector.
+func (c *kubeProxyRulesCheck) Describe(ch chan<- *prometheus.Desc) {
+	c.ports.Describe(ch)
+	c.rules.Describe(ch)
+	c.duration.Describe(ch)
+	c.lag.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (c *kubeProxyRulesCheck) Collect(ch chan<- prometheus.Metric) {
+	c.ports.Collect(ch)
+	c.rules.Collect(ch)
+	c.duration.Collect(ch)
+	c.lag.Collect(ch)
+}
+
+// runStats summarise one verification for the metrics.
+type runStats struct {
+	mode                                          string
+	verified, broken, pending, noEndpoints, rules int
+	sync                                          *KubeProxySync
 }
 
 // Programmed state read for one run.
@@ -113,22 +180,22 @@ type observed struct {
 	readTime time.Duration
 }
 
-func kubeProxyRulesRun(ctx context.Context, d KubeProxyDeps, s *KubeProxySettings, g *graceTracker) ([]check.Finding, error) {
+func kubeProxyRulesRun(ctx context.Context, d KubeProxyDeps, s *KubeProxySettings, g *graceTracker) ([]check.Finding, *runStats, error) {
 	if d.Services == nil {
-		return nil, check.NotApplicable("no cluster access: node-doctor was given no kubeconfig and is not in a pod, so there are no Services to compare kube-proxy's rules with")
+		return nil, nil, check.NotApplicable("no cluster access: node-doctor was given no kubeconfig and is not in a pod, so there are no Services to compare kube-proxy's rules with")
 	}
 	svcs, err := d.Services.Services()
 	if err != nil {
-		return nil, check.NotApplicable("no cluster access (%v): the Services to compare kube-proxy's rules with cannot be read", err)
+		return nil, nil, check.NotApplicable("no cluster access (%v): the Services to compare kube-proxy's rules with cannot be read", err)
 	}
 	eps, err := d.Services.EndpointSlices()
 	if err != nil {
-		return nil, check.NotApplicable("no cluster access (%v)", err)
+		return nil, nil, check.NotApplicable("no cluster access (%v)", err)
 	}
 	kp := d.kubeProxy(s)
 	obs, err := readProgrammed(ctx, d, s, kp)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	desired := DesiredServicePorts(svcs, eps, d.Services.NodeName())
 	var sync *KubeProxySync
@@ -189,7 +256,11 @@ func kubeProxyRulesRun(ctx context.Context, d KubeProxyDeps, s *KubeProxySetting
 		f.Condition = check.ConditionKubeProxyRules
 		out = append(out, f)
 	}
-	return out, nil
+	broken := map[string]bool{}
+	for _, dc := range counted {
+		broken[dc.Service.String()+"/"+dc.Service.Protocol] = true
+	}
+	return out, &runStats{mode: obs.mode, verified: verified, broken: len(broken), pending: pending, noEndpoints: noEP, rules: rules, sync: sync}, nil
 }
 
 // readProgrammed works out the mode and reads its rules for both families.
