@@ -74,6 +74,7 @@ func parseIPTablesSaveInto(r io.Reader, out *IPTables) error {
 	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
 	var cur *IPTTable
 	n := 0
+	toks := make([]string, 0, 32) // reused: one token slice per line was most of the garbage
 	for sc.Scan() {
 		n++
 		line := strings.TrimRight(sc.Text(), "\r")
@@ -104,7 +105,7 @@ func parseIPTablesSaveInto(r io.Reader, out *IPTables) error {
 			if cur == nil {
 				return fmt.Errorf("iptables-save line %d: rule outside a table", n)
 			}
-			rule, chain, err := parseIPTRule(line)
+			rule, chain, err := parseIPTRule(line, toks[:0])
 			if err != nil {
 				return fmt.Errorf("iptables-save line %d: %w", n, err)
 			}
@@ -136,9 +137,9 @@ func (t *IPTTable) chain(name string) *IPTChain {
 
 // parseIPTRule splits an "-A CHAIN ..." line. Arguments are words except a
 // double-quoted string (comments), where \" and \\ are escapes.
-func parseIPTRule(line string) (IPTRule, string, error) {
+func parseIPTRule(line string, scratch []string) (IPTRule, string, error) {
 	r := IPTRule{Line: line}
-	toks, err := splitIPTArgs(line)
+	toks, err := splitIPTArgs(line, scratch)
 	if err != nil {
 		return r, "", err
 	}
@@ -202,8 +203,7 @@ func joinBang(bang, v string) string {
 
 // splitIPTArgs splits on spaces, keeping double-quoted strings whole
 // (without the quotes). Unquoted words are substrings of line.
-func splitIPTArgs(line string) ([]string, error) {
-	toks := make([]string, 0, 24)
+func splitIPTArgs(line string, toks []string) ([]string, error) {
 	for i := 0; i < len(line); {
 		switch line[i] {
 		case ' ', '\t':
