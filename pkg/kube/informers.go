@@ -50,8 +50,8 @@ func (i *Informers) Disconnected(why error) {
 
 // Connect builds the factory. resync 0 means no periodic resync.
 func (i *Informers) Connect(cs kubernetes.Interface, node string, resync time.Duration) {
-	f := informers.NewSharedInformerFactory(cs, resync)
-	nf := informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+	f := informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTransform(TrimObject))
+	nf := informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTransform(TrimObject), informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", node).String()
 	}))
 	svc := f.Core().V1().Services()
@@ -133,3 +133,31 @@ func (i *Informers) NodeName() string {
 	defer i.mu.RUnlock()
 	return i.nodeName
 }
+
+// TrimObject shrinks cached objects: managedFields become one entry holding
+// only the latest change time (all the checks read of them) and kubectl's
+// last-applied annotation goes. At 10,000 Services that is most of the cache.
+func TrimObject(obj any) (any, error) {
+	m, ok := obj.(metav1.Object)
+	if !ok {
+		return obj, nil
+	}
+	var latest *metav1.Time
+	for _, f := range m.GetManagedFields() {
+		if f.Time != nil && (latest == nil || f.Time.After(latest.Time)) {
+			latest = f.Time
+		}
+	}
+	if latest != nil {
+		m.SetManagedFields([]metav1.ManagedFieldsEntry{{Time: latest}})
+	} else {
+		m.SetManagedFields(nil)
+	}
+	if a := m.GetAnnotations(); a[lastApplied] != "" {
+		delete(a, lastApplied)
+		m.SetAnnotations(a)
+	}
+	return obj, nil
+}
+
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
