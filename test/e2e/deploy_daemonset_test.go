@@ -478,26 +478,7 @@ func TestDeployDaemonSet(t *testing.T) {
 	}
 
 	// A pod on the bridge whose port the test breaks later.
-	ns, err := c.CreateNamespace(ctx, "deploy")
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := cni0Ports(t)
-	if _, err := c.CreatePod(ctx, harness.PodOptions{Namespace: ns, Name: "web"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.WaitForPod(ctx, ns, "web", 2*time.Minute, harness.PodRunningReady); err != nil {
-		t.Fatal(err)
-	}
-	var port string
-	for p := range cni0Ports(t) {
-		if !before[p] {
-			port = p
-		}
-	}
-	if port == "" {
-		t.Fatal("no new cni0 port for the pod")
-	}
+	_, port := podOnBridge(ctx, t, c, "deploy")
 
 	// Install.
 	overlay := deployOverlay(t, c)

@@ -34,7 +34,7 @@ func startAgent(t *testing.T, c *harness.Cluster, bin string, extra ...string) *
 	cfg := filepath.Join(t.TempDir(), "config.yaml")
 	var b strings.Builder
 	b.WriteString("checks:\n")
-	for _, name := range []string{"ip-forward", "bridge-netfilter", "hairpin", "cri-crash-loop"} {
+	for _, name := range []string{"ip-forward", "bridge-netfilter", "hairpin", "cri-crash-loop", "kernel-log"} {
 		fmt.Fprintf(&b, "  %s: {interval: 2s, timeout: 2s}\n", name)
 	}
 	if err := os.WriteFile(cfg, []byte(b.String()), 0o600); err != nil {
@@ -137,6 +137,32 @@ func cni0Ports(t *testing.T) map[string]bool {
 	return out
 }
 
+// podOnBridge runs a pod in a new namespace and returns the namespace and
+// the pod's port on the bridge, found as the veth that appeared for it.
+func podOnBridge(ctx context.Context, t *testing.T, c *harness.Cluster, prefix string) (ns, port string) {
+	t.Helper()
+	ns, err := c.CreateNamespace(ctx, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := cni0Ports(t)
+	if _, err := c.CreatePod(ctx, harness.PodOptions{Namespace: ns, Name: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitForPod(ctx, ns, "web", 2*time.Minute, harness.PodRunningReady); err != nil {
+		t.Fatal(err)
+	}
+	for p := range cni0Ports(t) {
+		if !before[p] {
+			port = p
+		}
+	}
+	if port == "" {
+		t.Fatal("no new cni0 port for the pod")
+	}
+	return ns, port
+}
+
 func setHairpin(t *testing.T, port string, on bool) {
 	t.Helper()
 	l, err := netlink.LinkByName(port)
@@ -175,26 +201,7 @@ func TestKubeReporting(t *testing.T) {
 	c := harness.StartT(t, harness.Options{ProxyMode: "iptables"})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	ns, err := c.CreateNamespace(ctx, "report")
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := cni0Ports(t)
-	if _, err := c.CreatePod(ctx, harness.PodOptions{Namespace: ns, Name: "web"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.WaitForPod(ctx, ns, "web", 2*time.Minute, harness.PodRunningReady); err != nil {
-		t.Fatal(err)
-	}
-	var port string
-	for p := range cni0Ports(t) {
-		if !before[p] {
-			port = p
-		}
-	}
-	if port == "" {
-		t.Fatal("no new cni0 port for the pod")
-	}
+	ns, port := podOnBridge(ctx, t, c, "report")
 
 	agent := startAgent(t, c, bin)
 	waitFor(t, "NetworkConfigProblem=False on the node", 60*time.Second, func() (bool, string) {
@@ -252,6 +259,43 @@ func TestKubeReporting(t *testing.T) {
 		t.Errorf("transition time did not move on recovery: %s", condString(cond))
 	}
 
+	// A sysctl: forwarding off on the host (restored even if the test fails).
+	orig, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.WriteFile("/proc/sys/net/ipv4/ip_forward", orig, 0o644) })
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("0"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "NetworkConfigProblem=True IPForwardDisabled", 60*time.Second, func() (bool, string) {
+		cond := condition(ctx, t, c, "NetworkConfigProblem")
+		return cond != nil && cond.Status == corev1.ConditionTrue && cond.Reason == "IPForwardDisabled", condString(cond)
+	})
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "NetworkConfigProblem=False after ip_forward is back", 60*time.Second, func() (bool, string) {
+		cond := condition(ctx, t, c, "NetworkConfigProblem")
+		return cond != nil && cond.Status == corev1.ConditionFalse, condString(cond)
+	})
+
+	// A kernel line: an OOM kill in the real kernel log becomes a node Event
+	// carrying the kernel's time.
+	marker := fmt.Sprintf("nd-e2e-%d", time.Now().UnixNano()%1000000)
+	line := fmt.Sprintf("<3>Out of memory: Killed process 4242 (%s) total-vm:1kB, anon-rss:1kB, file-rss:0kB\n", marker)
+	if err := os.WriteFile("/dev/kmsg", []byte(line), 0o200); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "an OOMKilling event naming "+marker, 60*time.Second, func() (bool, string) {
+		for _, e := range nodeEvents(ctx, t, c, "OOMKilling") {
+			if strings.Contains(e.Message, marker) {
+				return true, e.Message
+			}
+		}
+		return false, fmt.Sprintf("%d OOMKilling events", len(nodeEvents(ctx, t, c, "OOMKilling")))
+	})
+
 	// A crash-looping pod: one Event object on the pod whose count rises.
 	if _, err := c.CreatePod(ctx, harness.PodOptions{Namespace: ns, Name: "crasher", Command: []string{"sleep", "a"}}); err != nil {
 		t.Fatal(err)
@@ -285,7 +329,7 @@ func TestKubeReporting(t *testing.T) {
 
 	// Disable the checks that drive it: the condition is removed.
 	agent.stop(t)
-	startAgent(t, c, bin, "--skip", "ip-forward,bridge-netfilter,hairpin,cri-network-ready")
+	startAgent(t, c, bin, "--skip", "ip-forward,bridge-netfilter,hairpin,cri-network-ready,forward-policy")
 	waitFor(t, "NetworkConfigProblem removed", 60*time.Second, func() (bool, string) {
 		cond := condition(ctx, t, c, "NetworkConfigProblem")
 		return cond == nil, condString(cond)
@@ -293,4 +337,45 @@ func TestKubeReporting(t *testing.T) {
 	if ready := condition(ctx, t, c, "Ready"); ready == nil || ready.Status != corev1.ConditionTrue {
 		t.Errorf("Ready after removal: %s", condString(ready))
 	}
+}
+
+// TestKubeReportingAPIServerAway freezes kube-apiserver for a minute while
+// a problem appears on the node: checks and metrics go on, and once the API
+// server answers again the condition is written and the event arrives.
+func TestKubeReportingAPIServerAway(t *testing.T) {
+	harness.RequireRoot(t)
+	bin := buildAgent(t)
+	c := harness.StartT(t, harness.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	_, port := podOnBridge(ctx, t, c, "away")
+	startAgent(t, c, bin)
+	waitFor(t, "NetworkConfigProblem=False", 60*time.Second, func() (bool, string) {
+		cond := condition(ctx, t, c, "NetworkConfigProblem")
+		return cond != nil && cond.Status == corev1.ConditionFalse, condString(cond)
+	})
+
+	thaw, err := c.Freeze("kube-apiserver")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = thaw() })
+	setHairpin(t, port, false)
+	t.Cleanup(func() {
+		if l, err := netlink.LinkByName(port); err == nil {
+			_ = netlink.LinkSetHairpin(l, true)
+		}
+	})
+	time.Sleep(60 * time.Second) // several check runs and write attempts while it is away
+	if err := thaw(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "condition written after the API server came back", 2*time.Minute, func() (bool, string) {
+		cond := condition(ctx, t, c, "NetworkConfigProblem")
+		return cond != nil && cond.Status == corev1.ConditionTrue && cond.Reason == "HairpinModeOff", condString(cond)
+	})
+	waitFor(t, "the event arrives", 2*time.Minute, func() (bool, string) {
+		evs := nodeEvents(ctx, t, c, "HairpinModeOff")
+		return len(evs) == 1, fmt.Sprintf("%d events", len(evs))
+	})
 }
