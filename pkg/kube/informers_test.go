@@ -13,7 +13,7 @@ func TestTrimObject(t *testing.T) {
 	t2 := metav1.NewTime(time.Unix(200, 0))
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{
 		Annotations:   map[string]string{lastApplied: "{...}", "keep": "me"},
-		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "a", Time: &t2, FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{}}`)}}, {Manager: "b", Time: &t1}},
+		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "a", Time: &t2, FieldsV1: metav1.NewFieldsV1(`{"f:spec":{}}`)}, {Manager: "b", Time: &t1}},
 	}}
 	out, err := TrimObject(svc)
 	if err != nil {
