@@ -1,7 +1,6 @@
 package cri
 
 import (
-	"context"
 	"fmt"
 	"io/fs"
 	"strings"
@@ -21,13 +20,7 @@ func CrashLoopCheck(src Snapshotter, hostFS fs.FS) check.Definition {
 		Interval:    checkInterval,
 		Timeout:     checkTimeout,
 		Settings:    set,
-		Check: check.Func(func(ctx context.Context) ([]check.Finding, error) {
-			s, err := snapshot(ctx, src)
-			if err != nil {
-				return nil, err
-			}
-			return crashLoopFindings(s, set, hostFS), nil
-		}),
+		Check:       fromSnapshot(src, func(s *Snapshot) []check.Finding { return crashLoopFindings(s, set, hostFS) }),
 	}
 }
 

@@ -1,7 +1,6 @@
 package cri
 
 import (
-	"context"
 	"fmt"
 	"strings"
 
@@ -21,13 +20,7 @@ func InventoryCheck(src Snapshotter) check.Definition {
 		Description: "pods and containers as the runtime sees them (crictl pods / ps -a), listed with --verbose",
 		Interval:    checkInterval,
 		Timeout:     checkTimeout,
-		Check: check.Func(func(ctx context.Context) ([]check.Finding, error) {
-			s, err := snapshot(ctx, src)
-			if err != nil {
-				return nil, err
-			}
-			return inventoryFindings(s), nil
-		}),
+		Check:       fromSnapshot(src, inventoryFindings),
 	}
 }
 

@@ -1,7 +1,6 @@
 package cri
 
 import (
-	"context"
 	"fmt"
 	"io/fs"
 	"path"
@@ -24,13 +23,7 @@ func NetworkReadyCheck(src Snapshotter, hostFS fs.FS) check.Definition {
 		Interval:    checkInterval,
 		Timeout:     checkTimeout,
 		Conditions:  []string{check.ConditionNetworkConfig},
-		Check: check.Func(func(ctx context.Context) ([]check.Finding, error) {
-			s, err := snapshot(ctx, src)
-			if err != nil {
-				return nil, err
-			}
-			return networkReadyFindings(s, hostFS), nil
-		}),
+		Check:       fromSnapshot(src, func(s *Snapshot) []check.Finding { return networkReadyFindings(s, hostFS) }),
 	}
 }
 

@@ -1,7 +1,6 @@
 package cri
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/node-doctor/node-doctor/pkg/check"
@@ -20,13 +19,7 @@ func RestartLoopCheck(src Snapshotter) check.Definition {
 		Interval:    checkInterval,
 		Timeout:     checkTimeout,
 		Settings:    set,
-		Check: check.Func(func(ctx context.Context) ([]check.Finding, error) {
-			s, err := snapshot(ctx, src)
-			if err != nil {
-				return nil, err
-			}
-			return restartLoopFindings(s, set), nil
-		}),
+		Check:       fromSnapshot(src, func(s *Snapshot) []check.Finding { return restartLoopFindings(s, set) }),
 	}
 }
 

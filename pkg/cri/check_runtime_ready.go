@@ -1,7 +1,6 @@
 package cri
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/node-doctor/node-doctor/pkg/check"
@@ -17,13 +16,7 @@ func RuntimeReadyCheck(src Snapshotter) check.Definition {
 		Interval:    checkInterval,
 		Timeout:     checkTimeout,
 		Conditions:  []string{check.ConditionContainerRuntime},
-		Check: check.Func(func(ctx context.Context) ([]check.Finding, error) {
-			s, err := snapshot(ctx, src)
-			if err != nil {
-				return nil, err
-			}
-			return runtimeReadyFindings(s), nil
-		}),
+		Check:       fromSnapshot(src, runtimeReadyFindings),
 	}
 }
 

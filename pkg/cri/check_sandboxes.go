@@ -1,7 +1,6 @@
 package cri
 
 import (
-	"context"
 	"fmt"
 	"sort"
 	"time"
@@ -41,13 +40,7 @@ func SandboxCheck(src Snapshotter) check.Definition {
 		Interval:    checkInterval,
 		Timeout:     checkTimeout,
 		Settings:    set,
-		Check: check.Func(func(ctx context.Context) ([]check.Finding, error) {
-			s, err := snapshot(ctx, src)
-			if err != nil {
-				return nil, err
-			}
-			return sandboxFindings(s, set), nil
-		}),
+		Check:       fromSnapshot(src, func(s *Snapshot) []check.Finding { return sandboxFindings(s, set) }),
 	}
 }
 

@@ -1,7 +1,6 @@
 package cri
 
 import (
-	"context"
 	"fmt"
 	"time"
 
@@ -30,13 +29,7 @@ func StuckCheck(src Snapshotter) check.Definition {
 		Interval:    checkInterval,
 		Timeout:     checkTimeout,
 		Settings:    set,
-		Check: check.Func(func(ctx context.Context) ([]check.Finding, error) {
-			s, err := snapshot(ctx, src)
-			if err != nil {
-				return nil, err
-			}
-			return stuckFindings(s, set), nil
-		}),
+		Check:       fromSnapshot(src, func(s *Snapshot) []check.Finding { return stuckFindings(s, set) }),
 	}
 }
 

@@ -30,6 +30,17 @@ type Snapshotter interface {
 
 // snapshot gets the round's snapshot for a check that needs a reachable
 // runtime; a node without a runtime makes the check not applicable.
+// fromSnapshot makes a check that judges the shared snapshot with f.
+func fromSnapshot(src Snapshotter, f func(*Snapshot) []check.Finding) check.Check {
+	return check.Func(func(ctx context.Context) ([]check.Finding, error) {
+		s, err := snapshot(ctx, src)
+		if err != nil {
+			return nil, err
+		}
+		return f(s), nil
+	})
+}
+
 func snapshot(ctx context.Context, src Snapshotter) (*Snapshot, error) {
 	s, err := src.Snapshot(ctx)
 	if err != nil {
