@@ -3,7 +3,6 @@ package harness
 import (
 	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -125,20 +124,7 @@ func dirLayer(root string) (layer []byte, diffID string, err error) {
 	if err := tw.Close(); err != nil {
 		return nil, "", err
 	}
-	diffID = digest(raw.Bytes())
-	var gz bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
-	if err != nil {
-		return nil, "", err
-	}
-	zw.ModTime = epoch
-	if _, err := zw.Write(raw.Bytes()); err != nil {
-		return nil, "", err
-	}
-	if err := zw.Close(); err != nil {
-		return nil, "", err
-	}
-	return gz.Bytes(), diffID, nil
+	return gzipLayer(raw.Bytes())
 }
 
 // writeOCILayout writes a one-layer image as an OCI layout tarball named

@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -56,85 +55,12 @@ func BuildImage(dir string, spec ImageSpec) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("image %s: build layer: %w", spec.Ref, err)
 	}
-	config := map[string]any{
-		"architecture": goarch(),
-		"os":           "linux",
-		"created":      "2000-01-01T00:00:00Z",
-		"config": map[string]any{
-			"Entrypoint": spec.Entrypoint,
-			"Cmd":        spec.Cmd,
-			"Env":        []string{"PATH=/bin:/usr/bin:/sbin:/usr/sbin"},
-			"WorkingDir": "/",
-		},
-		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{diffID}},
-	}
-	configJSON, err := json.Marshal(config)
-	if err != nil {
-		return "", fmt.Errorf("image %s: encode config: %w", spec.Ref, err)
-	}
-	manifest := map[string]any{
-		"schemaVersion": 2,
-		"mediaType":     "application/vnd.oci.image.manifest.v1+json",
-		"config":        descriptor("application/vnd.oci.image.config.v1+json", configJSON),
-		"layers":        []any{descriptor("application/vnd.oci.image.layer.v1.tar+gzip", layer)},
-	}
-	manifestJSON, err := json.Marshal(manifest)
-	if err != nil {
-		return "", fmt.Errorf("image %s: encode manifest: %w", spec.Ref, err)
-	}
-	md := descriptor("application/vnd.oci.image.manifest.v1+json", manifestJSON)
-	md["annotations"] = map[string]string{
-		// containerd names the imported image after this annotation.
-		"io.containerd.image.name":          spec.Ref,
-		"org.opencontainers.image.ref.name": spec.Ref[strings.LastIndex(spec.Ref, ":")+1:],
-	}
-	md["platform"] = map[string]string{"architecture": goarch(), "os": "linux"}
-	index, err := json.Marshal(map[string]any{
-		"schemaVersion": 2,
-		"mediaType":     "application/vnd.oci.image.index.v1+json",
-		"manifests":     []any{md},
-	})
-	if err != nil {
-		return "", fmt.Errorf("image %s: encode index: %w", spec.Ref, err)
-	}
-
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	files := []struct {
-		name string
-		data []byte
-	}{
-		{"oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)},
-		{"index.json", index},
-		{blobPath(configJSON), configJSON},
-		{blobPath(layer), layer},
-		{blobPath(manifestJSON), manifestJSON},
-	}
-	for _, d := range []string{"blobs/", "blobs/sha256/"} {
-		if err := tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: epoch}); err != nil {
-			return "", fmt.Errorf("image %s: write tar: %w", spec.Ref, err)
-		}
-	}
-	for _, f := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.data)), ModTime: epoch}); err != nil {
-			return "", fmt.Errorf("image %s: write tar: %w", spec.Ref, err)
-		}
-		if _, err := tw.Write(f.data); err != nil {
-			return "", fmt.Errorf("image %s: write tar: %w", spec.Ref, err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return "", fmt.Errorf("image %s: write tar: %w", spec.Ref, err)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("image %s: %w", spec.Ref, err)
-	}
-	name := strings.NewReplacer("/", "_", ":", "_").Replace(spec.Ref) + ".oci.tar"
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-		return "", fmt.Errorf("image %s: %w", spec.Ref, err)
-	}
-	return path, nil
+	return writeOCILayout(dir, spec.Ref, map[string]any{
+		"Entrypoint": spec.Entrypoint,
+		"Cmd":        spec.Cmd,
+		"Env":        []string{"PATH=/bin:/usr/bin:/sbin:/usr/sbin"},
+		"WorkingDir": "/",
+	}, layer, diffID)
 }
 
 // ImportImage loads an OCI tarball into containerd's k8s.io namespace, the
@@ -216,19 +142,23 @@ func busyboxLayer() (layer []byte, diffID string, err error) {
 	if err := tw.Close(); err != nil {
 		return nil, "", err
 	}
-	diffID = digest(raw.Bytes())
+	return gzipLayer(raw.Bytes())
+}
 
+// gzipLayer compresses a layer tarball reproducibly and returns it with its
+// diff ID (the digest of the uncompressed tar).
+func gzipLayer(raw []byte) (layer []byte, diffID string, err error) {
 	var gz bytes.Buffer
 	zw, err := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
 	if err != nil {
 		return nil, "", err
 	}
 	zw.ModTime = epoch
-	if _, err := zw.Write(raw.Bytes()); err != nil {
+	if _, err := zw.Write(raw); err != nil {
 		return nil, "", err
 	}
 	if err := zw.Close(); err != nil {
 		return nil, "", err
 	}
-	return gz.Bytes(), diffID, nil
+	return gz.Bytes(), digest(raw), nil
 }
