@@ -45,9 +45,12 @@ func (f fakeSaver) Save(_ context.Context, backend string, v6 bool, table string
 
 type fakeNFT map[string][]byte
 
-func (f fakeNFT) ListTable(_ context.Context, family, table string) ([]byte, bool, error) {
+func (f fakeNFT) ListTable(_ context.Context, family, table string, into *NFTTable) (bool, error) {
 	b, ok := f[family]
-	return b, ok, nil
+	if !ok {
+		return false, nil
+	}
+	return true, parseNFTJSONInto(bytes.NewReader(b), into)
 }
 
 type fakeKP struct {
@@ -102,8 +105,13 @@ func TestKubeProxyRulesCheck(t *testing.T) {
 	})
 	t.Run("broken, kube-proxy settled", func(t *testing.T) {
 		f, err := runDef(t, KubeProxyRules(deps(broken, fakeKP{mode: "iptables", sync: settledSync(now.Add(-time.Minute))})))
-		if err != nil || len(f) != 1 || f[0].Reason != "EndpointMissing" {
+		if err != nil || len(f) != 2 || f[0].Reason != "EndpointMissing" {
 			t.Fatalf("%v %+v", err, f)
+		}
+		// The summary the report's services section counts from.
+		if s := f[1]; s.Reason != "ServicePortsVerified" || s.Severity != check.SeverityOK || s.Details["service_ports_broken"] != "1" ||
+			s.Details["service_ports_verified"] != "3" || s.Details["mode"] != "iptables" {
+			t.Errorf("summary %+v", s)
 		}
 		if f[0].Object != (check.Object{Kind: check.KindService, Namespace: "dp", Name: "web"}) || !strings.Contains(f[0].Message, "dp/web:http") ||
 			!strings.Contains(f[0].Details["expected"], "10.244.0.3:8080") {
@@ -268,7 +276,7 @@ func TestConntrack(t *testing.T) {
 		"proc/sys/net/netfilter/nf_conntrack_max":   {Data: []byte("1000\n")},
 		"proc/net/stat/nf_conntrack":                {Data: []byte(stat)},
 	}
-	def := Conntrack(fsys)
+	def := Conntrack(fsys, nil)
 	f, err := runDef(t, def)
 	if err != nil || f[0].Reason != "ConntrackTableFull" || len(f) != 1 {
 		t.Fatalf("%v %+v", err, f)
@@ -282,7 +290,7 @@ func TestConntrack(t *testing.T) {
 	if err != nil || st.InsertFailed != 5 || st.Drop != 1 || st.Entries != 0x41a {
 		t.Fatalf("%v %+v", err, st)
 	}
-	if _, err := runDef(t, Conntrack(fstest.MapFS{})); err == nil {
+	if _, err := runDef(t, Conntrack(fstest.MapFS{}, nil)); err == nil {
 		t.Fatal("no conntrack: want not applicable")
 	} else if _, ok := check.IsNotApplicable(err); !ok {
 		t.Fatal(err)

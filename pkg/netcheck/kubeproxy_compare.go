@@ -305,7 +305,7 @@ func Compare(desired []DesiredPort, p *Programmed) (disc []Discrepancy, verified
 		case got != ch.Internal:
 			add("ServiceWrongChain", fmt.Sprintf("%s -> %s", key, ch.Internal), fmt.Sprintf("%s -> %s", key, got),
 				"the ClusterIP goes to a chain that is not this service port's")
-		case !d.Topology:
+		default:
 			for _, x := range compareEndpoints(d, got, d.InternalEndpoints(), p.Endpoints[got]) {
 				x.Changed = d.Changed
 				disc = append(disc, x)
@@ -349,6 +349,9 @@ func Compare(desired []DesiredPort, p *Programmed) (disc []Discrepancy, verified
 // wrong port in one service chain.
 func compareEndpoints(d *DesiredPort, chain string, want, got []string) []Discrepancy {
 	var out []Discrepancy
+	if d.Topology != "" && !d.InternalLocal {
+		chain += " (" + d.Topology + ")"
+	}
 	missing := setDiff(want, got)
 	extra := setDiff(got, want)
 	hosts := func(l []string) map[string]string {

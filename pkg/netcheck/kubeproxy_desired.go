@@ -29,9 +29,9 @@ type DesiredPort struct {
 	// Cluster and Local are the "ip:port" endpoints for the Cluster and
 	// Local policies (ready ones; serving-terminating ones when none is ready).
 	Cluster, Local []string
-	// Topology: hints or trafficDistribution narrow the endpoints per zone,
-	// which is not modelled, so the endpoint sets are not compared.
-	Topology bool
+	// Topology names the topology filter kube-proxy applies to Cluster
+	// ("PreferSameZone zone-a", "PreferSameNode node-1"); empty when none.
+	Topology string
 	// Changed is the latest change of the Service or its slices (seconds).
 	Changed time.Time
 }
@@ -81,9 +81,31 @@ func (d *DesiredPort) ReachableEndpoints() []string {
 // serviceProxyNameLabel marks Services another proxy implements.
 const serviceProxyNameLabel = "service.kubernetes.io/service-proxy-name"
 
+// NodeTopology is what kube-proxy knows of its own node when it filters
+// endpoints by topology hints.
+type NodeTopology struct {
+	Name string
+	// Zone is the node's topology.kubernetes.io/zone label.
+	Zone string
+}
+
+// NodeTopologyOf reads the zone label off a node object (nil: name only).
+func NodeTopologyOf(name string, n *corev1.Node) NodeTopology {
+	t := NodeTopology{Name: name}
+	if n != nil {
+		t.Zone = n.Labels[corev1.LabelTopologyZone]
+	}
+	return t
+}
+
 // DesiredServicePorts computes the desired state of every service port kube-proxy
-// handles, for both families.
+// handles, for both families, on a node without a zone.
 func DesiredServicePorts(svcs []*corev1.Service, eps []*discoveryv1.EndpointSlice, node string) []DesiredPort {
+	return DesiredServicePortsOn(svcs, eps, NodeTopology{Name: node})
+}
+
+// DesiredServicePortsOn is DesiredServicePorts for a node with a zone.
+func DesiredServicePortsOn(svcs []*corev1.Service, eps []*discoveryv1.EndpointSlice, node NodeTopology) []DesiredPort {
 	bySvc := map[string][]*discoveryv1.EndpointSlice{}
 	for _, s := range eps {
 		name := s.Labels[discoveryv1.LabelServiceName]
@@ -149,7 +171,6 @@ func DesiredServicePorts(svcs []*corev1.Service, eps []*discoveryv1.EndpointSlic
 					}
 				}
 				d.ExternalLocal = d.ExternallyAccessible() && svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
-				d.Topology = svc.Spec.TrafficDistribution != nil || svc.Annotations[corev1.AnnotationTopologyMode] != ""
 				categorize(&d, p, slicesOf, node)
 				out = append(out, d)
 			}
@@ -158,14 +179,63 @@ func DesiredServicePorts(svcs []*corev1.Service, eps []*discoveryv1.EndpointSlic
 	return out
 }
 
-// categorize fills the endpoint sets: ready endpoints, falling back to
-// serving-terminating ones when none is ready (per set, like kube-proxy).
-func categorize(d *DesiredPort, sp corev1.ServicePort, slicesOf []*discoveryv1.EndpointSlice, node string) {
+// endpointInfo is one endpoint of a service port as kube-proxy sees it.
+type endpointInfo struct {
+	hostPort                            string
+	local, ready, serving, terminating bool
+	zones, nodes                        []string // topology hints
+}
+
+// categorize fills the endpoint sets the way kube-proxy's
+// CategorizeEndpoints does (pkg/proxy/topology.go, v1.37): Cluster is the
+// ready endpoints, narrowed by topology hints, else every serving-terminating
+// one; Local is the local ready ones, else the local serving-terminating ones.
+func categorize(d *DesiredPort, sp corev1.ServicePort, slicesOf []*discoveryv1.EndpointSlice, node NodeTopology) {
+	eps := endpointsOf(d, sp, slicesOf, node.Name)
+	mode, filterValue := topologyMode(eps, node)
+	var ready, term, readyLocal, termLocal []string
+	for _, e := range eps {
+		switch {
+		case e.ready:
+			if availableForTopology(e, mode, node) {
+				ready = append(ready, e.hostPort)
+			}
+			if e.local {
+				readyLocal = append(readyLocal, e.hostPort)
+			}
+			d.HasEndpoints = true
+		case e.serving && e.terminating:
+			term = append(term, e.hostPort)
+			if e.local {
+				termLocal = append(termLocal, e.hostPort)
+			}
+			d.HasEndpoints = true
+		}
+	}
+	d.Cluster = ready
+	if len(d.Cluster) == 0 {
+		// No topology here: hints only ever narrow ready endpoints.
+		d.Cluster = term
+	}
+	d.Local = readyLocal
+	if len(d.Local) == 0 {
+		d.Local = termLocal
+	}
+	if mode != "" && d.usesCluster() {
+		d.Topology = mode + " " + filterValue
+	}
+	slices.Sort(d.Cluster)
+	slices.Sort(d.Local)
+}
+
+// endpointsOf lists the endpoints of one port and family, once each; like
+// kube-proxy, only an endpoint's first address counts.
+func endpointsOf(d *DesiredPort, sp corev1.ServicePort, slicesOf []*discoveryv1.EndpointSlice, node string) []endpointInfo {
 	want := discoveryv1.AddressTypeIPv4
 	if d.IPv6 {
 		want = discoveryv1.AddressTypeIPv6
 	}
-	var ready, term, readyLocal, termLocal []string
+	var out []endpointInfo
 	seen := map[string]bool{}
 	for _, s := range slicesOf {
 		if s.AddressType != want {
@@ -185,42 +255,85 @@ func categorize(d *DesiredPort, sp corev1.ServicePort, slicesOf []*discoveryv1.E
 			continue
 		}
 		for _, e := range s.Endpoints {
-			isReady := e.Conditions.Ready == nil || *e.Conditions.Ready
-			serving := e.Conditions.Serving == nil || *e.Conditions.Serving
-			terminating := e.Conditions.Terminating != nil && *e.Conditions.Terminating
-			local := e.NodeName != nil && *e.NodeName == node
-			for _, a := range e.Addresses {
-				hp := net.JoinHostPort(a, strconv.Itoa(int(port)))
-				if seen[hp] {
-					continue
+			if len(e.Addresses) == 0 {
+				continue
+			}
+			ip := net.ParseIP(e.Addresses[0])
+			if ip == nil {
+				continue
+			}
+			hp := net.JoinHostPort(ip.String(), strconv.Itoa(int(port)))
+			if seen[hp] {
+				continue
+			}
+			seen[hp] = true
+			info := endpointInfo{hostPort: hp,
+				local:       e.NodeName != nil && *e.NodeName == node,
+				ready:       e.Conditions.Ready == nil || *e.Conditions.Ready,
+				serving:     e.Conditions.Serving == nil || *e.Conditions.Serving,
+				terminating: e.Conditions.Terminating != nil && *e.Conditions.Terminating,
+			}
+			if e.Hints != nil {
+				for _, z := range e.Hints.ForZones {
+					info.zones = append(info.zones, z.Name)
 				}
-				seen[hp] = true
-				switch {
-				case isReady:
-					ready = append(ready, hp)
-					if local {
-						readyLocal = append(readyLocal, hp)
-					}
-				case serving && terminating:
-					term = append(term, hp)
-					if local {
-						termLocal = append(termLocal, hp)
-					}
+				for _, n := range e.Hints.ForNodes {
+					info.nodes = append(info.nodes, n.Name)
 				}
 			}
+			out = append(out, info)
 		}
 	}
-	d.Cluster = ready
-	if len(d.Cluster) == 0 {
-		d.Cluster = term
+	return out
+}
+
+// topologyMode is the filter kube-proxy applies and the node name or zone it
+// filters on. Hints decide, not the Service's trafficDistribution or
+// topology-mode annotation: those tell the EndpointSlice controller to write
+// hints, and kube-proxy follows whatever hints the slices carry. Node hints
+// win when every ready endpoint has one and one names this node; else zone
+// hints when every ready endpoint has one and one names this zone; else none.
+func topologyMode(eps []endpointInfo, node NodeTopology) (mode, value string) {
+	anyReady := false
+	allNode, forNode := true, false
+	allZone, forZone := true, false
+	for _, e := range eps {
+		if !e.ready {
+			continue
+		}
+		anyReady = true
+		if len(e.nodes) == 0 {
+			allNode = false
+		} else if slices.Contains(e.nodes, node.Name) {
+			forNode = true
+		}
+		if len(e.zones) == 0 {
+			allZone = false
+		} else if slices.Contains(e.zones, node.Zone) {
+			forZone = true
+		}
 	}
-	d.Local = readyLocal
-	if len(d.Local) == 0 {
-		d.Local = termLocal
+	switch {
+	case !anyReady:
+		return "", ""
+	case allNode && forNode:
+		return string(corev1.ServiceTrafficDistributionPreferSameNode), node.Name
+	case allZone && forZone:
+		return string(corev1.ServiceTrafficDistributionPreferSameZone), node.Zone
 	}
-	d.HasEndpoints = len(ready) > 0 || len(term) > 0
-	slices.Sort(d.Cluster)
-	slices.Sort(d.Local)
+	return "", ""
+}
+
+func availableForTopology(e endpointInfo, mode string, node NodeTopology) bool {
+	switch mode {
+	case "":
+		return true
+	case string(corev1.ServiceTrafficDistributionPreferSameNode):
+		return slices.Contains(e.nodes, node.Name)
+	case string(corev1.ServiceTrafficDistributionPreferSameZone):
+		return slices.Contains(e.zones, node.Zone)
+	}
+	return false
 }
 
 // lastChange is the latest managedFields time, else the creation time.

@@ -197,7 +197,9 @@ func kubeProxyRulesRun(ctx context.Context, d KubeProxyDeps, s *KubeProxySetting
 	if err != nil {
 		return nil, nil, err
 	}
-	desired := DesiredServicePorts(svcs, eps, d.Services.NodeName())
+	// The zone label drives topology hints; an unknown node means no zone.
+	node, _ := d.Services.Node()
+	desired := DesiredServicePortsOn(svcs, eps, NodeTopologyOf(d.Services.NodeName(), node))
 	var sync *KubeProxySync
 	if ks, err := kp.Sync(ctx); err == nil {
 		sync = &ks
@@ -237,28 +239,35 @@ func kubeProxyRulesRun(ctx context.Context, d KubeProxyDeps, s *KubeProxySetting
 		}
 		out = append(out, discrepancyFinding(dc, obs.mode))
 	}
-	if len(counted) == 0 {
-		msg := fmt.Sprintf("kube-proxy's %s rules on this node match the API for %d service ports (%d more have no endpoints anywhere)", obs.mode, verified, noEP)
-		if pending > 0 {
-			msg += fmt.Sprintf("; %d differences are younger than kube-proxy's sync and not counted yet", pending)
-		}
-		f := finding(check.SeverityOK, "RulesMatchAPI", msg)
-		f.Condition = check.ConditionKubeProxyRules
-		f.Details = map[string]string{"mode": obs.mode, "verified": fmt.Sprint(verified), "no_endpoints": fmt.Sprint(noEP),
-			"pending": fmt.Sprint(pending), "rules": fmt.Sprint(rules)}
-		if obs.backend != "" {
-			f.Details["iptables_backend"] = obs.backend
-		}
-		out = append(out, f)
+	broken := map[string]bool{}
+	for _, dc := range counted {
+		broken[dc.Service.String()+"/"+dc.Service.Protocol] = true
 	}
+	// One summary finding every run: the counts the report's services
+	// section shows (details service_ports_*), ok or not.
+	msg := fmt.Sprintf("kube-proxy's %s rules on this node match the API for %d service ports (%d more have no endpoints anywhere)", obs.mode, verified, noEP)
+	reason := "RulesMatchAPI"
+	if len(counted) > 0 {
+		reason = "ServicePortsVerified"
+		msg = fmt.Sprintf("%d service ports verified, %d broken on this node (%s mode, %d more have no endpoints anywhere)", verified, len(broken), obs.mode, noEP)
+	}
+	if pending > 0 {
+		msg += fmt.Sprintf("; %d differences are younger than kube-proxy's sync and not counted yet", pending)
+	}
+	f := finding(check.SeverityOK, reason, msg)
+	f.Condition = check.ConditionKubeProxyRules
+	f.Details = map[string]string{"mode": obs.mode, "verified": fmt.Sprint(verified), "no_endpoints": fmt.Sprint(noEP),
+		"pending": fmt.Sprint(pending), "rules": fmt.Sprint(rules),
+		"service_ports_verified": fmt.Sprint(verified), "service_ports_broken": fmt.Sprint(len(broken)),
+		"service_ports_pending": fmt.Sprint(pending), "service_ports_no_endpoints": fmt.Sprint(noEP)}
+	if obs.backend != "" {
+		f.Details["iptables_backend"] = obs.backend
+	}
+	out = append(out, f)
 	if obs.kpErr != nil && s.Mode == "" {
 		f := finding(check.SeverityWarning, "KubeProxyModeUnknown", fmt.Sprintf("kube-proxy did not answer /proxyMode on %s (%v); compared the %s rules found on the node", s.MetricsAddress, obs.kpErr, obs.mode))
 		f.Condition = check.ConditionKubeProxyRules
 		out = append(out, f)
-	}
-	broken := map[string]bool{}
-	for _, dc := range counted {
-		broken[dc.Service.String()+"/"+dc.Service.Protocol] = true
 	}
 	return out, &runStats{mode: obs.mode, verified: verified, broken: len(broken), pending: pending, noEndpoints: noEP, rules: rules, sync: sync}, nil
 }
@@ -339,16 +348,13 @@ func readNFT(ctx context.Context, d KubeProxyDeps, obs *observed) error {
 		if v6 {
 			fam = "ip6"
 		}
-		b, ok, err := d.NFT.ListTable(ctx, fam, "kube-proxy")
+		t := NewNFTTable()
+		ok, err := d.NFT.ListTable(ctx, fam, "kube-proxy", t)
 		if err != nil {
 			return err
 		}
 		if !ok {
 			continue
-		}
-		t, err := ParseNFTJSON(b)
-		if err != nil {
-			return fmt.Errorf("nft table %s kube-proxy: %w", fam, err)
 		}
 		obs.progs[v6] = ProgrammedFromNFT(t)
 	}

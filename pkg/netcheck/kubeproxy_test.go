@@ -275,3 +275,162 @@ func FuzzParseNFTJSON(f *testing.F) {
 		_ = ProgrammedFromNFT(nt)
 	})
 }
+
+// topoEP is one endpoint for the topology tests.
+type topoEP struct {
+	ip                 string
+	node               string
+	ready, terminating bool
+	zones, nodes       []string
+}
+
+func topoService(tweak func(*corev1.Service), eps ...topoEP) ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
+	svc := &corev1.Service{}
+	svc.Namespace, svc.Name = "ns", "svc"
+	svc.Spec.ClusterIP, svc.Spec.ClusterIPs = "10.96.0.10", []string{"10.96.0.10"}
+	svc.Spec.Type = corev1.ServiceTypeClusterIP
+	svc.Spec.Ports = []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP, NodePort: 30080}}
+	if tweak != nil {
+		tweak(svc)
+	}
+	sl := &discoveryv1.EndpointSlice{AddressType: discoveryv1.AddressTypeIPv4}
+	sl.Namespace, sl.Name = "ns", "svc-1"
+	sl.Labels = map[string]string{discoveryv1.LabelServiceName: "svc"}
+	name, port, proto := "http", int32(8080), corev1.ProtocolTCP
+	sl.Ports = []discoveryv1.EndpointPort{{Name: &name, Port: &port, Protocol: &proto}}
+	for _, e := range eps {
+		ready, serving, term := e.ready, e.ready || e.terminating, e.terminating
+		ep := discoveryv1.Endpoint{Addresses: []string{e.ip}, Conditions: discoveryv1.EndpointConditions{Ready: &ready, Serving: &serving, Terminating: &term}}
+		if e.node != "" {
+			n := e.node
+			ep.NodeName = &n
+		}
+		if len(e.zones)+len(e.nodes) > 0 {
+			ep.Hints = &discoveryv1.EndpointHints{}
+			for _, z := range e.zones {
+				ep.Hints.ForZones = append(ep.Hints.ForZones, discoveryv1.ForZone{Name: z})
+			}
+			for _, n := range e.nodes {
+				ep.Hints.ForNodes = append(ep.Hints.ForNodes, discoveryv1.ForNode{Name: n})
+			}
+		}
+		sl.Endpoints = append(sl.Endpoints, ep)
+	}
+	return []*corev1.Service{svc}, []*discoveryv1.EndpointSlice{sl}
+}
+
+// TestTopologyFilter covers kube-proxy's CategorizeEndpoints rules (v1.37):
+// hints narrow the Cluster set, with every fallback.
+func TestTopologyFilter(t *testing.T) {
+	me := NodeTopology{Name: "n1", Zone: "a"}
+	local := func(s *corev1.Service) {
+		p := corev1.ServiceInternalTrafficPolicyLocal
+		s.Spec.InternalTrafficPolicy = &p
+	}
+	etpLocal := func(s *corev1.Service) {
+		s.Spec.Type = corev1.ServiceTypeNodePort
+		s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	}
+	for _, tc := range []struct {
+		name           string
+		node           NodeTopology
+		tweak          func(*corev1.Service)
+		eps            []topoEP
+		cluster, local []string
+		reachable      []string
+		topology       string
+	}{
+		{name: "no hints: every ready endpoint", node: me,
+			eps:     []topoEP{{ip: "10.0.0.1", ready: true}, {ip: "10.0.0.2", ready: true}},
+			cluster: []string{"10.0.0.1:8080", "10.0.0.2:8080"}},
+		{name: "zone hints: only this zone's", node: me,
+			eps:      []topoEP{{ip: "10.0.0.1", ready: true, zones: []string{"a"}}, {ip: "10.0.0.2", ready: true, zones: []string{"b"}}, {ip: "10.0.0.3", ready: true, zones: []string{"a", "b"}}},
+			cluster:  []string{"10.0.0.1:8080", "10.0.0.3:8080"},
+			topology: "PreferSameZone a"},
+		{name: "zone hints, one ready endpoint without: ignored", node: me,
+			eps:     []topoEP{{ip: "10.0.0.1", ready: true, zones: []string{"a"}}, {ip: "10.0.0.2", ready: true}},
+			cluster: []string{"10.0.0.1:8080", "10.0.0.2:8080"}},
+		{name: "a not-ready endpoint without hints does not cancel them", node: me,
+			eps:      []topoEP{{ip: "10.0.0.1", ready: true, zones: []string{"a"}}, {ip: "10.0.0.2", ready: true, zones: []string{"b"}}, {ip: "10.0.0.9"}},
+			cluster:  []string{"10.0.0.1:8080"},
+			topology: "PreferSameZone a"},
+		{name: "no hint for this zone: all", node: me,
+			eps:     []topoEP{{ip: "10.0.0.1", ready: true, zones: []string{"b"}}, {ip: "10.0.0.2", ready: true, zones: []string{"c"}}},
+			cluster: []string{"10.0.0.1:8080", "10.0.0.2:8080"}},
+		{name: "node without zone label: all", node: NodeTopology{Name: "n1"},
+			eps:     []topoEP{{ip: "10.0.0.1", ready: true, zones: []string{"a"}}, {ip: "10.0.0.2", ready: true, zones: []string{"b"}}},
+			cluster: []string{"10.0.0.1:8080", "10.0.0.2:8080"}},
+		{name: "hint for this zone only on a terminating endpoint: all ready", node: me,
+			eps:     []topoEP{{ip: "10.0.0.1", terminating: true, zones: []string{"a"}}, {ip: "10.0.0.2", ready: true, zones: []string{"b"}}},
+			cluster: []string{"10.0.0.2:8080"}},
+		{name: "node hints win over zone hints", node: me,
+			eps:      []topoEP{{ip: "10.0.0.1", ready: true, zones: []string{"a"}, nodes: []string{"n1"}}, {ip: "10.0.0.2", ready: true, zones: []string{"a"}, nodes: []string{"n2"}}},
+			cluster:  []string{"10.0.0.1:8080"},
+			topology: "PreferSameNode n1"},
+		{name: "node hints, none for this node: zone hints", node: me,
+			eps:      []topoEP{{ip: "10.0.0.1", ready: true, zones: []string{"a"}, nodes: []string{"n2"}}, {ip: "10.0.0.2", ready: true, zones: []string{"b"}, nodes: []string{"n3"}}},
+			cluster:  []string{"10.0.0.1:8080"},
+			topology: "PreferSameZone a"},
+		{name: "node hints incomplete: zone hints", node: me,
+			eps:      []topoEP{{ip: "10.0.0.1", ready: true, zones: []string{"a"}, nodes: []string{"n1"}}, {ip: "10.0.0.2", ready: true, zones: []string{"b"}}},
+			cluster:  []string{"10.0.0.1:8080"},
+			topology: "PreferSameZone a"},
+		{name: "no ready endpoint: terminating ones, unfiltered", node: me,
+			eps:     []topoEP{{ip: "10.0.0.1", terminating: true, zones: []string{"b"}}, {ip: "10.0.0.2", terminating: true, zones: []string{"a"}}},
+			cluster: []string{"10.0.0.1:8080", "10.0.0.2:8080"}},
+		{name: "internalTrafficPolicy Local: hints do not apply", node: me, tweak: local,
+			eps:     []topoEP{{ip: "10.0.0.1", ready: true, node: "n1", zones: []string{"b"}}, {ip: "10.0.0.2", ready: true, node: "n2", zones: []string{"a"}}},
+			cluster: []string{"10.0.0.2:8080"}, local: []string{"10.0.0.1:8080"},
+			reachable: []string{"10.0.0.1:8080"}},
+		{name: "externalTrafficPolicy Local: ClusterIP filtered, NodePort local", node: me, tweak: etpLocal,
+			eps:     []topoEP{{ip: "10.0.0.1", ready: true, node: "n1", zones: []string{"b"}}, {ip: "10.0.0.2", ready: true, node: "n2", zones: []string{"a"}}},
+			cluster: []string{"10.0.0.2:8080"}, local: []string{"10.0.0.1:8080"},
+			reachable: []string{"10.0.0.2:8080", "10.0.0.1:8080"},
+			topology:  "PreferSameZone a"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svcs, eps := topoService(tc.tweak, tc.eps...)
+			d := DesiredServicePortsOn(svcs, eps, tc.node)
+			if len(d) != 1 {
+				t.Fatalf("%d desired ports", len(d))
+			}
+			if !slices.Equal(d[0].Cluster, tc.cluster) || !slices.Equal(d[0].Local, tc.local) || d[0].Topology != tc.topology {
+				t.Errorf("cluster %v local %v topology %q; want %v %v %q", d[0].Cluster, d[0].Local, d[0].Topology, tc.cluster, tc.local, tc.topology)
+			}
+			if tc.reachable == nil {
+				tc.reachable = tc.cluster
+			}
+			if got := d[0].ReachableEndpoints(); !slices.Equal(got, tc.reachable) {
+				t.Errorf("reachable %v, want %v", got, tc.reachable)
+			}
+			if !d[0].HasEndpoints {
+				t.Error("HasEndpoints false")
+			}
+		})
+	}
+}
+
+// TestCompareTopology: with zone hints the node must DNAT to this zone's
+// endpoints only; the other zone's is a stale endpoint, a missing one is missing.
+func TestCompareTopology(t *testing.T) {
+	svcs, eps := topoService(nil, topoEP{ip: "10.0.0.1", ready: true, zones: []string{"a"}}, topoEP{ip: "10.0.0.2", ready: true, zones: []string{"b"}}, topoEP{ip: "10.0.0.3", ready: true, zones: []string{"a"}})
+	d := DesiredServicePortsOn(svcs, eps, NodeTopology{Name: "n1", Zone: "a"})
+	chain := IPTablesChainsFor(d[0].Name).SVC
+	prog := func(ep ...string) *Programmed {
+		p := newProgrammed("iptables")
+		p.Services["10.96.0.10/tcp/80"] = chain
+		p.Endpoints[chain] = ep
+		return p
+	}
+	if disc, v, _ := Compare(d, prog("10.0.0.1:8080", "10.0.0.3:8080")); len(disc) != 0 || v != 1 {
+		t.Errorf("zone's endpoints only: %+v verified %d", disc, v)
+	}
+	disc, _, _ := Compare(d, prog("10.0.0.1:8080"))
+	if len(disc) != 1 || disc[0].Reason != "EndpointMissing" || !strings.Contains(disc[0].Expected, "PreferSameZone a") {
+		t.Errorf("missing: %+v", disc)
+	}
+	disc, _, _ = Compare(d, prog("10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"))
+	if len(disc) != 1 || disc[0].Reason != "StaleEndpoint" || !strings.Contains(disc[0].Actual, "10.0.0.2:8080") {
+		t.Errorf("other zone's endpoint: %+v", disc)
+	}
+}
