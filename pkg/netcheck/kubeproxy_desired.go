@@ -181,9 +181,9 @@ func DesiredServicePortsOn(svcs []*corev1.Service, eps []*discoveryv1.EndpointSl
 
 // endpointInfo is one endpoint of a service port as kube-proxy sees it.
 type endpointInfo struct {
-	hostPort                            string
+	hostPort                           string
 	local, ready, serving, terminating bool
-	zones, nodes                        []string // topology hints
+	zones, nodes                       []string // topology hints
 }
 
 // categorize fills the endpoint sets the way kube-proxy's
