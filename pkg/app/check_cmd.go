@@ -58,6 +58,7 @@ Exit code: 0 healthy, 1 a problem was found or a check could not run,
 			node, _ := os.Hostname()
 			v, _ := version.Get()
 			rep := report.New(node, v, timeNow(), results)
+			rep.Services = report.ServicesSection(results, serviceChecks...)
 			out := cmd.OutOrStdout()
 			switch output {
 			case "json":
@@ -85,6 +86,10 @@ Exit code: 0 healthy, 1 a problem was found or a check could not run,
 	f.String("node-name", "", "this node's name in Kubernetes (default: $NODE_NAME, then the hostname)")
 	return cmd
 }
+
+// serviceChecks verify service ports; the report's services section says
+// why when they did not.
+var serviceChecks = []string{"kube-proxy-rules"}
 
 func useColor(mode string, w any) bool {
 	switch mode {

@@ -19,6 +19,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/node-doctor/node-doctor/pkg/check"
+	"github.com/node-doctor/node-doctor/pkg/report"
 )
 
 type fakeLister struct {
@@ -112,6 +113,17 @@ func TestKubeProxyRulesCheck(t *testing.T) {
 		if s := f[1]; s.Reason != "ServicePortsVerified" || s.Severity != check.SeverityOK || s.Details["service_ports_broken"] != "1" ||
 			s.Details["service_ports_verified"] != "3" || s.Details["mode"] != "iptables" {
 			t.Errorf("summary %+v", s)
+		}
+		// What the report's services section makes of this run.
+		sec := report.ServicesSection([]check.Result{{Check: "kube-proxy-rules", Status: check.StatusProblem, Findings: f}}, "kube-proxy-rules")
+		if sec == nil || len(sec.Counts) != 1 || sec.Counts[0].Verified != 3 || sec.Counts[0].Broken != 1 || len(sec.Broken) != 1 {
+			t.Fatalf("services section %+v", sec)
+		}
+		b := sec.Broken[0]
+		if b.ServicePort != "dp/web:http" || b.Protocol != "TCP" || b.Mode != "iptables" || b.Reason != "EndpointMissing" ||
+			b.Expected != "KUBE-SVC-IFGUBRKS5UGRVAEJ DNAT to 10.244.0.3:8080" || !strings.Contains(b.Actual, "has: 10.244.0.2:8080") ||
+			b.Why == "" || b.Fix == "" {
+			t.Errorf("broken port %+v", b)
 		}
 		if f[0].Object != (check.Object{Kind: check.KindService, Namespace: "dp", Name: "web"}) || !strings.Contains(f[0].Message, "dp/web:http") ||
 			!strings.Contains(f[0].Details["expected"], "10.244.0.3:8080") {

@@ -405,12 +405,13 @@ func discrepancyFinding(dc Discrepancy, mode string) check.Finding {
 	if dc.Service.Protocol != "" {
 		what = strings.ToUpper(dc.Service.Protocol) + ", " + fam
 	}
-	f := finding(check.SeverityProblem, dc.Reason, fmt.Sprintf(
-		"%s (%s, %s): %s; expected %s, found %s; fix: check kube-proxy's log on this node for sync errors, then restart kube-proxy here to rewrite its rules",
-		dc.Service, what, mode, dc.Message, dc.Expected, dc.Actual))
+	const fix = "check kube-proxy's log on this node for sync errors, then restart kube-proxy here to rewrite its rules"
+	f := finding(check.SeverityProblem, dc.Reason, fmt.Sprintf("%s (%s, %s): %s; expected %s, found %s; fix: %s",
+		dc.Service, what, mode, dc.Message, dc.Expected, dc.Actual, fix))
 	f.Condition = check.ConditionKubeProxyRules
 	f.Object = check.Object{Kind: check.KindService, Namespace: dc.Service.Namespace, Name: dc.Service.Name}
-	f.Details = map[string]string{"service_port": dc.Service.String(), "expected": dc.Expected, "actual": dc.Actual, "mode": mode, "ip_family": fam}
+	f.Details = map[string]string{"service_port": dc.Service.String(), "expected": dc.Expected, "actual": dc.Actual, "mode": mode, "ip_family": fam,
+		"protocol": strings.ToUpper(dc.Service.Protocol), "why": dc.Message, "fix": fix}
 	return f
 }
 

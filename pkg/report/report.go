@@ -31,6 +31,8 @@ type Report struct {
 	Version string         `json:"version" yaml:"version"`
 	Summary Summary        `json:"summary" yaml:"summary"`
 	Results []check.Result `json:"results" yaml:"results"`
+	// Services is present when a data-plane check ran (see ServicesSection).
+	Services *Services `json:"services,omitempty" yaml:"services,omitempty"`
 }
 
 // New builds a report and its summary.
@@ -130,6 +132,9 @@ func WriteTable(w io.Writer, r Report, o TableOptions) error {
 		if err := tw.Flush(); err != nil {
 			return err
 		}
+	}
+	if r.Services != nil {
+		writeServices(w, r.Services, o.Color)
 	}
 	s := r.Summary
 	fmt.Fprintf(w, "\n%d checks: %d ok, %d warning, %d problem, %d error, %d not applicable\n",

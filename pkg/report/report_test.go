@@ -141,3 +141,92 @@ func TestHealthyObjectsFoldedUnlessVerbose(t *testing.T) {
 		t.Errorf("verbose:\n%s", out)
 	}
 }
+
+func servicesResults() []check.Result {
+	at := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	return []check.Result{
+		{Check: "kube-proxy-rules", Area: "network", Status: check.StatusProblem, Start: at, Findings: []check.Finding{
+			{Severity: check.SeverityProblem, Reason: "EndpointMissing", Message: "dp/web:http (TCP, IPv4, iptables): long message",
+				Object: check.Object{Kind: check.KindService, Namespace: "dp", Name: "web"},
+				Details: map[string]string{"service_port": "dp/web:http", "protocol": "TCP", "ip_family": "IPv4", "mode": "iptables",
+					"expected": "KUBE-SVC-IFGUBRKS5UGRVAEJ DNAT to 10.244.0.3:8080", "actual": "no DNAT to 10.244.0.3:8080 (has: 10.244.0.2:8080)",
+					"why": "a ready endpoint gets no traffic from this node", "fix": "restart kube-proxy"}},
+			{Severity: check.SeverityOK, Reason: "ServicePortsVerified", Message: "3 verified, 1 broken",
+				Details: map[string]string{"mode": "iptables", "service_ports_verified": "3", "service_ports_broken": "1", "service_ports_pending": "2", "service_ports_no_endpoints": "1"}},
+		}},
+		// A warning about a pod is not a service port.
+		{Check: "crash-loop", Area: "runtime", Status: check.StatusWarning, Findings: []check.Finding{
+			{Severity: check.SeverityWarning, Reason: "CrashLoop", Object: check.Object{Kind: check.KindPod, Namespace: "dp", Name: "web-0"}},
+		}},
+	}
+}
+
+func TestServicesSection(t *testing.T) {
+	s := ServicesSection(servicesResults(), "kube-proxy-rules")
+	if s == nil || s.Note != "" {
+		t.Fatalf("section %+v", s)
+	}
+	if want := (ServiceCounts{Check: "kube-proxy-rules", Mode: "iptables", Verified: 3, Broken: 1, Pending: 2, NoEndpoints: 1}); len(s.Counts) != 1 || s.Counts[0] != want {
+		t.Errorf("counts %+v", s.Counts)
+	}
+	if len(s.Broken) != 1 || s.Broken[0].ServicePort != "dp/web:http" || s.Broken[0].Reason != "EndpointMissing" || s.Broken[0].Fix != "restart kube-proxy" {
+		t.Errorf("broken %+v", s.Broken)
+	}
+
+	rep := New("node-1", "v0.1.0", time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC), servicesResults())
+	rep.Services = s
+	var b bytes.Buffer
+	if err := WriteTable(&b, rep, TableOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := `
+SERVICES
+  iptables: 3 service ports verified, 1 broken, 2 pending (kube-proxy still syncing), 1 with no endpoints anywhere
+  PROBLEM dp/web:http (TCP, IPv4, iptables) EndpointMissing: a ready endpoint gets no traffic from this node
+      expected: KUBE-SVC-IFGUBRKS5UGRVAEJ DNAT to 10.244.0.3:8080
+      actual:   no DNAT to 10.244.0.3:8080 (has: 10.244.0.2:8080)
+      fix:      restart kube-proxy
+
+2 checks:`
+	if !strings.Contains(b.String(), want) {
+		t.Errorf("table lacks the services section:\n%s", b.String())
+	}
+
+	b.Reset()
+	if err := WriteJSON(&b, rep); err != nil {
+		t.Fatal(err)
+	}
+	var back struct{ Services *Services }
+	if err := json.Unmarshal(b.Bytes(), &back); err != nil || back.Services == nil || back.Services.Broken[0].Expected != s.Broken[0].Expected {
+		t.Errorf("json round trip: %v %+v", err, back.Services)
+	}
+	b.Reset()
+	if err := WriteYAML(&b, rep); err != nil || !strings.Contains(b.String(), "service_port: dp/web:http") {
+		t.Errorf("yaml: %v\n%s", err, b.String())
+	}
+}
+
+func TestServicesSectionAbsentOrWhy(t *testing.T) {
+	if s := ServicesSection(sample().Results, "kube-proxy-rules"); s != nil {
+		t.Errorf("no data-plane check ran, want no section: %+v", s)
+	}
+	na := []check.Result{{Check: "kube-proxy-rules", Status: check.StatusNotApplicable, NotApplicable: "no cluster access"}}
+	s := ServicesSection(na, "kube-proxy-rules")
+	if s == nil || s.Note != "not verified (kube-proxy-rules): no cluster access" {
+		t.Fatalf("section %+v", s)
+	}
+	var b bytes.Buffer
+	rep := New("n", "v", time.Now(), na)
+	rep.Services = s
+	if err := WriteTable(&b, rep, TableOptions{}); err != nil || !strings.Contains(b.String(), "\nSERVICES\n  not verified (kube-proxy-rules): no cluster access\n") {
+		t.Errorf("%v\n%s", err, b.String())
+	}
+	b.Reset()
+	if err := WriteJSON(&b, New("n", "v", time.Now(), nil)); err != nil || strings.Contains(b.String(), "services") {
+		t.Errorf("a report without the section must not have the key: %s", b.String())
+	}
+	errRes := []check.Result{{Check: "kube-proxy-rules", Status: check.StatusError, Err: errors.New("nft: exit 1\nboom")}}
+	if s := ServicesSection(errRes, "kube-proxy-rules"); s == nil || s.Note != "not verified (kube-proxy-rules could not run): nft: exit 1 boom" {
+		t.Errorf("error: %+v", s)
+	}
+}
