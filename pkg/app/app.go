@@ -136,15 +136,17 @@ func (g *globals) setup(flags *pflag.FlagSet, stderr io.Writer) (*setup, error) 
 	criSource := cri.NewSource(criClient, cri.SourceOptions{Metrics: criMetrics})
 	informers := kube.NewInformers()
 	defs := checks.All(checks.Deps{
-		Services: informers,
-		IPTables: netcheck.ExecIPTablesSaver{},
-		NFT:      netcheck.ExecNFT{},
-		IPVS:     netcheck.MobyIPVS{},
-		HostFS:   &hostFS,
-		Bridges:  netcheck.NetlinkBridges{NS: -1},
-		Clock:    clock.RealClock{},
-		CRI:      criSource,
-		Pods:     criSource,
+		Services:  informers,
+		IPTables:  netcheck.ExecIPTablesSaver{},
+		NFT:       netcheck.ExecNFT{},
+		IPVS:      netcheck.MobyIPVS{},
+		HostFS:    &hostFS,
+		Bridges:   netcheck.NetlinkBridges{NS: -1},
+		Routes:    netcheck.NetlinkRoutes{NS: -1},
+		Conntrack: netcheck.Ctnetlink{NS: -1},
+		Clock:     clock.RealClock{},
+		CRI:       criSource,
+		Pods:      criSource,
 	})
 	cfg := config.Default()
 	if g.configFile != "" {

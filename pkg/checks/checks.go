@@ -17,6 +17,11 @@ import (
 type Deps struct {
 	HostFS  fs.FS
 	Bridges netcheck.BridgeLister
+	// Routes reads the node's routing table for the pod CIDR route check.
+	Routes netcheck.RouteLister
+	// Conntrack reads conntrack counters over ctnetlink where the kernel
+	// has no /proc/net/stat/nf_conntrack; nil: not read.
+	Conntrack netcheck.ConntrackNetlink
 	// Clock is the real clock in the agent; nil means the real clock.
 	Clock clock.Clock
 	// CRI gives the runtime checks one shared snapshot per round.
@@ -48,7 +53,8 @@ func All(d Deps) []*check.Definition {
 		netcheck.KubeProxyHealth(d.kubeProxy()),
 		netcheck.IPTablesBackends(d.kubeProxy()),
 		netcheck.ForwardPolicy(d.kubeProxy()),
-		netcheck.Conntrack(d.HostFS),
+		netcheck.PodCIDRRoute(d.Services, d.Routes),
+		netcheck.Conntrack(d.HostFS, d.Conntrack),
 		cri.RuntimeCheck(d.CRI),
 		cri.RuntimeReadyCheck(d.CRI),
 		cri.NetworkReadyCheck(d.CRI, d.HostFS),
