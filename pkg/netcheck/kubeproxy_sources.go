@@ -41,10 +41,10 @@ type IPTablesSaver interface {
 	Save(ctx context.Context, backend string, ipv6 bool, table string, into *IPTables) error
 }
 
-// NFTLister prints one nftables table as JSON; ok is false when the table
-// does not exist.
+// NFTLister reads one nftables table as JSON, parsing into into as it
+// streams; ok is false when the table does not exist.
 type NFTLister interface {
-	ListTable(ctx context.Context, family, table string) (data []byte, ok bool, err error)
+	ListTable(ctx context.Context, family, table string, into *NFTTable) (ok bool, err error)
 }
 
 // KubeProxyAPI is kube-proxy's own HTTP endpoints.
@@ -140,23 +140,34 @@ func legacyTableLoaded(ipv6 bool, table string) bool {
 // ExecNFT runs nft -j.
 type ExecNFT struct{}
 
-// ListTable runs `nft -j list table FAMILY TABLE`.
-func (ExecNFT) ListTable(ctx context.Context, family, table string) ([]byte, bool, error) {
+// ListTable runs `nft -j list table FAMILY TABLE`, streaming into the parser.
+func (ExecNFT) ListTable(ctx context.Context, family, table string, into *NFTTable) (bool, error) {
 	cmd := exec.CommandContext(ctx, "nft", "-j", "list", "table", family, table)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	out, err := cmd.StdoutPipe()
 	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) && strings.Contains(stderr.String(), "No such file or directory") {
-			return nil, false, nil
-		}
-		if errors.Is(err, exec.ErrNotFound) {
-			return nil, false, nil
-		}
-		return nil, false, fmt.Errorf("nft list table %s %s: %w: %s", family, table, err, strings.TrimSpace(stderr.String()))
+		return false, fmt.Errorf("nft: %w", err)
 	}
-	return out, true, nil
+	if err := cmd.Start(); err != nil {
+		if errors.Is(err, exec.ErrNotFound) {
+			return false, nil
+		}
+		return false, fmt.Errorf("nft: %w", err)
+	}
+	// An absent table prints nothing: the parser's error is the exit's.
+	perr := parseNFTJSONInto(out, into)
+	_, _ = io.Copy(io.Discard, out)
+	if err := cmd.Wait(); err != nil {
+		if strings.Contains(stderr.String(), "No such file or directory") {
+			return false, nil
+		}
+		return false, fmt.Errorf("nft list table %s %s: %w: %s", family, table, err, strings.TrimSpace(stderr.String()))
+	}
+	if perr != nil {
+		return false, fmt.Errorf("nft table %s %s: %w", family, table, perr)
+	}
+	return true, nil
 }
 
 // KubeProxyHTTP talks to kube-proxy on its metrics and health addresses.

@@ -1,8 +1,11 @@
 package netcheck
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 )
@@ -44,36 +47,95 @@ type NFTElement struct {
 
 // ParseNFTJSON reads the JSON nft prints for one table.
 func ParseNFTJSON(data []byte) (*NFTTable, error) {
-	var doc struct {
-		Nftables []map[string]json.RawMessage `json:"nftables"`
-	}
-	if err := json.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("nft json: %w", err)
-	}
-	t := &NFTTable{Chains: map[string]*NFTChain{}, Maps: map[string]*NFTMap{}}
-	for _, obj := range doc.Nftables {
-		for kind, raw := range obj {
-			var err error
-			switch kind {
-			case "table":
-				var v struct{ Family, Name string }
-				err = json.Unmarshal(raw, &v)
-				t.Family, t.Name = v.Family, v.Name
-			case "chain":
-				var v struct{ Name string }
-				err = json.Unmarshal(raw, &v)
-				t.chain(v.Name)
-			case "map":
-				err = t.addMap(raw)
-			case "rule":
-				err = t.addRule(raw)
-			}
-			if err != nil {
-				return nil, fmt.Errorf("nft json: %s: %w", kind, err)
-			}
-		}
+	t := NewNFTTable()
+	if err := parseNFTJSONInto(bytes.NewReader(data), t); err != nil {
+		return nil, err
 	}
 	return t, nil
+}
+
+// NewNFTTable returns an empty table to parse into.
+func NewNFTTable() *NFTTable {
+	return &NFTTable{Chains: map[string]*NFTChain{}, Maps: map[string]*NFTMap{}}
+}
+
+// parseNFTJSONInto decodes {"nftables": [obj, ...]} one object at a time:
+// at 10,000 Services nft prints tens of MB, which is never held whole.
+func parseNFTJSONInto(r io.Reader, t *NFTTable) error {
+	dec := json.NewDecoder(r)
+	if err := nftDelim(dec, '{'); err != nil {
+		return err
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("nft json: %w", err)
+		}
+		if key != "nftables" {
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return fmt.Errorf("nft json: %w", err)
+			}
+			continue
+		}
+		if err := nftDelim(dec, '['); err != nil {
+			return err
+		}
+		for dec.More() {
+			var obj map[string]json.RawMessage
+			if err := dec.Decode(&obj); err != nil {
+				return fmt.Errorf("nft json: %w", err)
+			}
+			if err := t.add(obj); err != nil {
+				return err
+			}
+		}
+		if err := nftDelim(dec, ']'); err != nil {
+			return err
+		}
+	}
+	if err := nftDelim(dec, '}'); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("nft json: data after the document")
+	}
+	return nil
+}
+
+func nftDelim(dec *json.Decoder, want json.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return fmt.Errorf("nft json: %w", err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != want {
+		return fmt.Errorf("nft json: expected %q, found %v", want, tok)
+	}
+	return nil
+}
+
+func (t *NFTTable) add(obj map[string]json.RawMessage) error {
+	for kind, raw := range obj {
+		var err error
+		switch kind {
+		case "table":
+			var v struct{ Family, Name string }
+			err = json.Unmarshal(raw, &v)
+			t.Family, t.Name = v.Family, v.Name
+		case "chain":
+			var v struct{ Name string }
+			err = json.Unmarshal(raw, &v)
+			t.chain(v.Name)
+		case "map":
+			err = t.addMap(raw)
+		case "rule":
+			err = t.addRule(raw)
+		}
+		if err != nil {
+			return fmt.Errorf("nft json: %s: %w", kind, err)
+		}
+	}
+	return nil
 }
 
 func (t *NFTTable) chain(name string) *NFTChain {
