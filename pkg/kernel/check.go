@@ -138,8 +138,15 @@ func (c *LogChecker) newWatchers() ([]*watcher, error) {
 }
 
 func (c *LogChecker) source(set *RuleSet) Source {
-	if set.Plugin == PluginFilelog {
+	switch set.Plugin {
+	case PluginFilelog:
 		return &FileSource{FS: c.fs, Path: set.LogPath, Clock: c.clk, Parse: set.Parse}
+	case PluginJournald:
+		src := &JournalSource{FS: c.fs, Clock: c.clk, Identifiers: set.Identifiers, Units: set.Units}
+		if set.LogPath != "" {
+			src.Dirs = []string{set.LogPath}
+		}
+		return src
 	}
 	return &KmsgSource{FS: c.fs, Path: set.LogPath, Clock: c.clk}
 }

@@ -29,9 +29,9 @@ const (
 const (
 	PluginKmsg    = "kmsg"
 	PluginFilelog = "filelog"
-	// PluginJournald is accepted only for the kernel's messages, which are
-	// read from /dev/kmsg instead: there is no journal reader that works
-	// without libsystemd in the agent's image.
+	// PluginJournald reads systemd-journald's files. NPD's source "kernel"
+	// (SYSLOG_IDENTIFIER=kernel) reads /dev/kmsg instead, which the
+	// journal's kernel lines are copies of: see docs/kernel.md.
 	PluginJournald = "journald"
 )
 
@@ -55,8 +55,12 @@ type pluginConfig struct {
 	Timestamp       string `json:"timestamp" yaml:"timestamp"`
 	Message         string `json:"message" yaml:"message"`
 	TimestampFormat string `json:"timestampFormat" yaml:"timestampFormat"`
-	// Source is journald's SYSLOG_IDENTIFIER filter.
+	// Source is journald's SYSLOG_IDENTIFIER filter (NPD).
 	Source string `json:"source" yaml:"source"`
+	// Identifiers and Units select journal entries by SYSLOG_IDENTIFIER and
+	// by systemd unit (node-doctor).
+	Identifiers []string `json:"identifiers" yaml:"identifiers"`
+	Units       []string `json:"units" yaml:"units"`
 }
 
 type conditionSpec struct {
@@ -87,10 +91,14 @@ type RuleSet struct {
 	File string
 	// Name is the file's "source" (e.g. kernel-monitor).
 	Name string
-	// Plugin is PluginKmsg or PluginFilelog.
+	// Plugin is PluginKmsg, PluginFilelog or PluginJournald.
 	Plugin string
-	// LogPath is relative to the host root, e.g. dev/kmsg.
+	// LogPath is relative to the host root, e.g. dev/kmsg; for journald a
+	// journal directory, or empty for both of DefaultJournalDirs.
 	LogPath string
+	// Identifiers and Units filter journal entries (journald only).
+	Identifiers []string
+	Units       []string
 	// Parse splits file lines (filelog only).
 	Parse      LineParser
 	Lookback   time.Duration
@@ -205,10 +213,7 @@ func compile(name string, f *ruleFile, npd bool) (*RuleSet, []error) {
 			set.Parse = p
 		}
 	case PluginJournald:
-		if f.PluginConfig == nil || f.PluginConfig.Source != "kernel" {
-			fail(`plugin journald: only pluginConfig.source "kernel" is supported (read from /dev/kmsg); journald itself cannot be read without libsystemd`)
-		}
-		set.Plugin, set.LogPath = PluginKmsg, DefaultKmsgPath
+		compileJournald(set, f, fail)
 	default:
 		fail("plugin %q: want kmsg, filelog or journald", f.Plugin)
 	}
@@ -355,6 +360,43 @@ func compileRule(i int, s *ruleSpec, conds map[string]bool, npd bool) (*Rule, []
 		r.Skip = append(r.Skip, re)
 	}
 	return r, errs
+}
+
+// compileJournald sets up a journald rule file. NPD's pluginConfig.source
+// "kernel" alone reads the kernel's lines from /dev/kmsg, where journald
+// copies them from: that needs no journal storage on the node, cannot lose
+// lines to journald's rate limits and reports ring buffer overruns.
+func compileJournald(set *RuleSet, f *ruleFile, fail func(string, ...any)) {
+	pc := f.PluginConfig
+	if pc == nil {
+		pc = &pluginConfig{}
+	}
+	if pc.Timestamp != "" || pc.Message != "" || pc.TimestampFormat != "" {
+		fail("pluginConfig: timestamp, message and timestampFormat are for plugin filelog; journal entries carry their own")
+	}
+	if pc.Source == "kernel" && len(pc.Identifiers) == 0 && len(pc.Units) == 0 {
+		set.Plugin, set.LogPath = PluginKmsg, DefaultKmsgPath
+		return
+	}
+	if pc.Source != "" {
+		set.Identifiers = append(set.Identifiers, pc.Source)
+	}
+	for i, id := range pc.Identifiers {
+		if id == "" || strings.ContainsAny(id, "\n=") {
+			fail("pluginConfig.identifiers[%d] %q: not a SYSLOG_IDENTIFIER", i, id)
+		}
+		set.Identifiers = append(set.Identifiers, id)
+	}
+	for i, u := range pc.Units {
+		if u == "" || strings.ContainsAny(u, "/\n= ") {
+			fail("pluginConfig.units[%d] %q: not a unit name such as kubelet.service", i, u)
+		}
+		set.Units = append(set.Units, u)
+	}
+	if f.LogPath != "" {
+		// NPD reads only the journal directory it is given.
+		set.LogPath = hostPath(f.LogPath)
+	}
 }
 
 // hostPath turns an absolute path on the node into one under the host root.

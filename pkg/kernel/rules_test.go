@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -159,8 +160,10 @@ func TestParseRulesRejectsInvalidRules(t *testing.T) {
 		{"everything.json", strings.Replace(base, "%s", `{"type":"temporary","reason":"A","pattern":".*"}`, 1),
 			[]string{"matches an empty line"}},
 		{"unknown.json", `{"plugin":"kmsg","rulez":[]}`, []string{"unknown field", "rulez"}},
-		{"journald.json", `{"plugin":"journald","pluginConfig":{"source":"kubelet"},"rules":[{"type":"temporary","reason":"A","pattern":"aaa"}]}`,
-			[]string{"journald"}},
+		{"journald.json", `{"plugin":"journald","pluginConfig":{"source":"kubelet","timestamp":"^.{15}","message":"(.*)","timestampFormat":"Jan _2 15:04:05"},"rules":[{"type":"temporary","reason":"A","pattern":"aaa"}]}`,
+			[]string{"journal entries carry their own"}},
+		{"units.yaml", "plugin: journald\npluginConfig: {units: [kubelet.service, 'a/b']}\nrules:\n- {type: temporary, reason: A, pattern: aaa}\n", []string{`pluginConfig.units[1] "a/b"`}},
+		{"idents.yaml", "plugin: journald\npluginConfig: {identifiers: ['']}\nrules:\n- {type: temporary, reason: A, pattern: aaa}\n", []string{`pluginConfig.identifiers[0] ""`}},
 		{"filelog.json", `{"plugin":"filelog","rules":[{"type":"temporary","reason":"A","pattern":"aaa"}]}`, []string{"logPath: required"}},
 		{"lookback.json", `{"lookback":"five minutes","rules":[{"type":"temporary","reason":"A","pattern":"aaa"}]}`, []string{`lookback "five minutes"`}},
 		{"norules.yaml", "plugin: kmsg\n", []string{"no rules"}},
@@ -311,4 +314,34 @@ func FuzzParseRules(f *testing.F) {
 		}
 		_ = mo.Findings(now)
 	})
+}
+
+func TestJournaldRuleFiles(t *testing.T) {
+	rule := `"rules":[{"type":"temporary","reason":"A","pattern":"aaa"}]`
+	for _, tc := range []struct {
+		name, data  string
+		plugin, log string
+		idents      []string
+		units       []string
+	}{
+		{"kubelet.json", `{"plugin":"journald","pluginConfig":{"source":"kubelet"},"logPath":"/var/log/journal",` + rule + `}`,
+			PluginJournald, "var/log/journal", []string{"kubelet"}, nil},
+		{"nolog.json", `{"plugin":"journald","pluginConfig":{"source":"containerd"},` + rule + `}`,
+			PluginJournald, "", []string{"containerd"}, nil},
+		{"all.json", `{"plugin":"journald",` + rule + `}`, PluginJournald, "", nil, nil},
+		{"kernel.json", `{"plugin":"journald","pluginConfig":{"source":"kernel"},"logPath":"/var/log/journal",` + rule + `}`,
+			PluginKmsg, DefaultKmsgPath, nil, nil},
+		{"native.yaml", "plugin: journald\npluginConfig: {identifiers: [kernel, kubelet], units: [containerd.service]}\n" +
+			"rules:\n- {type: temporary, reason: A, pattern: aaa}\n",
+			PluginJournald, "", []string{"kernel", "kubelet"}, []string{"containerd.service"}},
+	} {
+		set, err := ParseRules(tc.name, []byte(tc.data))
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if set.Plugin != tc.plugin || set.LogPath != tc.log || !slices.Equal(set.Identifiers, tc.idents) || !slices.Equal(set.Units, tc.units) {
+			t.Errorf("%s: plugin %q log %q identifiers %q units %q", tc.name, set.Plugin, set.LogPath, set.Identifiers, set.Units)
+		}
+	}
 }
