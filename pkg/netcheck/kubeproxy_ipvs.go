@@ -100,11 +100,3 @@ func ProgrammedFromIPVS(vs []IPVSVirtual) map[bool]*Programmed {
 	}
 	return out
 }
-
-func readIPVS(ctx context.Context, l IPVSLister) (map[bool]*Programmed, error) {
-	vs, err := l.Services(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return ProgrammedFromIPVS(vs), nil
-}

@@ -177,6 +177,7 @@ type observed struct {
 	kpMode   string               // what /proxyMode said ("" when unreachable)
 	kpErr    error
 	backend  string // iptables backend in use
+	ipvs     *IPVSNode
 	readTime time.Duration
 }
 
@@ -221,6 +222,7 @@ func kubeProxyRulesRun(ctx context.Context, d KubeProxyDeps, s *KubeProxySetting
 		}
 		rules += p.Rules
 		disc, v, n := Compare(fam, p)
+		disc, v = CompareIPVSNode(fam, v6, obs.ipvs, node, disc, v)
 		for i := range disc {
 			disc[i].IPv6 = v6
 		}
@@ -307,11 +309,11 @@ func readProgrammed(ctx context.Context, d KubeProxyDeps, s *KubeProxySettings, 
 		if d.IPVS == nil {
 			return nil, check.NotApplicable("kube-proxy runs in IPVS mode and node-doctor was built without an IPVS reader")
 		}
-		p, err := readIPVS(ctx, d.IPVS)
+		p, n, err := readIPVS(ctx, d.IPVS)
 		if err != nil {
 			return nil, err
 		}
-		obs.mode, obs.progs[false], obs.progs[true] = mode, p[false], p[true]
+		obs.mode, obs.progs[false], obs.progs[true], obs.ipvs = mode, p[false], p[true], n
 		return obs, nil
 	case "kernelspace":
 		return nil, check.NotApplicable("kube-proxy runs in kernelspace (Windows) mode")
