@@ -122,6 +122,11 @@ func kubeReporters(s *setup, kf kubeFlags, m *metrics.Reporter) (*kubeParts, err
 	if err != nil {
 		return nil, err
 	}
+	km := kube.NewMetrics()
+	if err := km.Register(m.Registry); err != nil {
+		return nil, fmt.Errorf("kube: metrics: %w", err)
+	}
+	km.Instrument(rc)
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kube: client: %w", err)
@@ -129,10 +134,6 @@ func kubeReporters(s *setup, kf kubeFlags, m *metrics.Reporter) (*kubeParts, err
 	node, err := kube.NodeName(s.cfg.NodeName, os.Getenv, os.Hostname)
 	if err != nil {
 		return nil, err
-	}
-	km := kube.NewMetrics()
-	if err := km.Register(m.Registry); err != nil {
-		return nil, fmt.Errorf("kube: metrics: %w", err)
 	}
 	s.informers.Connect(cs, node, 0)
 	api := kube.API{Client: cs}

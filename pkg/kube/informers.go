@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -134,9 +135,13 @@ func (i *Informers) NodeName() string {
 	return i.nodeName
 }
 
-// TrimObject shrinks cached objects: managedFields become one entry holding
-// only the latest change time (all the checks read of them) and kubectl's
-// last-applied annotation goes. At 10,000 Services that is most of the cache.
+// TrimObject shrinks cached objects to what the checks read. managedFields
+// become one entry holding only the latest change time and kubectl's
+// last-applied annotation goes. Services and EndpointSlices also lose owner
+// references, finalizers, labels and annotations not under a kubernetes.io
+// domain (kube-proxy reads only those), and endpoints their targetRef,
+// hostname and deprecated topology. A Node loses its image list. At 10,000
+// Services that is most of the cache.
 func TrimObject(obj any) (any, error) {
 	m, ok := obj.(metav1.Object)
 	if !ok {
@@ -148,8 +153,10 @@ func TrimObject(obj any) (any, error) {
 			latest = f.Time
 		}
 	}
-	if latest != nil {
-		m.SetManagedFields([]metav1.ManagedFieldsEntry{{Time: latest}})
+	if mf := m.GetManagedFields(); latest != nil {
+		// In place: a new one-entry slice per object is 2 MB at 20,000.
+		mf[0] = metav1.ManagedFieldsEntry{Time: latest}
+		m.SetManagedFields(mf[:1:1])
 	} else {
 		m.SetManagedFields(nil)
 	}
@@ -157,7 +164,40 @@ func TrimObject(obj any) (any, error) {
 		delete(a, lastApplied)
 		m.SetAnnotations(a)
 	}
+	switch o := obj.(type) {
+	case *corev1.Service:
+		trimMeta(&o.ObjectMeta)
+	case *discoveryv1.EndpointSlice:
+		trimMeta(&o.ObjectMeta)
+		for i := range o.Endpoints {
+			e := &o.Endpoints[i]
+			e.TargetRef, e.Hostname, e.DeprecatedTopology = nil, nil, nil
+		}
+	case *corev1.Node:
+		o.Status.Images = nil
+	}
 	return obj, nil
+}
+
+func trimMeta(m *metav1.ObjectMeta) {
+	m.OwnerReferences, m.Finalizers, m.GenerateName = nil, nil, ""
+	m.Labels = kubernetesKeys(m.Labels)
+	m.Annotations = kubernetesKeys(m.Annotations)
+}
+
+// kubernetesKeys keeps, in place, the keys whose prefix is kubernetes.io or
+// a subdomain of it (service.kubernetes.io/topology-mode, ...).
+func kubernetesKeys(m map[string]string) map[string]string {
+	for k := range m {
+		prefix, _, ok := strings.Cut(k, "/")
+		if !ok || (prefix != "kubernetes.io" && !strings.HasSuffix(prefix, ".kubernetes.io")) {
+			delete(m, k)
+		}
+	}
+	if len(m) == 0 {
+		return nil
+	}
+	return m
 }
 
 const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"

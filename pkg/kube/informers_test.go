@@ -5,6 +5,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -23,7 +24,52 @@ func TestTrimObject(t *testing.T) {
 	if len(s.ManagedFields) != 1 || !s.ManagedFields[0].Time.Equal(&t2) || s.ManagedFields[0].FieldsV1 != nil {
 		t.Errorf("managedFields %+v", s.ManagedFields)
 	}
-	if _, ok := s.Annotations[lastApplied]; ok || s.Annotations["keep"] != "me" {
+	if _, ok := s.Annotations[lastApplied]; ok || s.Annotations["keep"] != "" {
 		t.Errorf("annotations %v", s.Annotations)
+	}
+}
+
+func TestTrimObjectKeepsWhatKubeProxyReads(t *testing.T) {
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{
+		Labels:      map[string]string{"app": "web", "service.kubernetes.io/service-proxy-name": "other", "service.kubernetes.io/headless": ""},
+		Annotations: map[string]string{"helm.sh/chart": "x", "service.kubernetes.io/topology-mode": "Auto"},
+		Finalizers:  []string{"service.kubernetes.io/load-balancer-cleanup"},
+	}}
+	if _, err := TrimObject(svc); err != nil {
+		t.Fatal(err)
+	}
+	if len(svc.Labels) != 2 || svc.Labels["service.kubernetes.io/service-proxy-name"] != "other" {
+		t.Errorf("labels %v", svc.Labels)
+	}
+	if _, ok := svc.Labels["service.kubernetes.io/headless"]; !ok {
+		t.Errorf("headless label dropped: %v", svc.Labels)
+	}
+	if len(svc.Annotations) != 1 || svc.Annotations["service.kubernetes.io/topology-mode"] != "Auto" || svc.Finalizers != nil {
+		t.Errorf("annotations %v finalizers %v", svc.Annotations, svc.Finalizers)
+	}
+	ready, node := true, "n1"
+	sl := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{
+		GenerateName:    "web-",
+		Labels:          map[string]string{discoveryv1.LabelServiceName: "web", "app": "web"},
+		OwnerReferences: []metav1.OwnerReference{{Kind: "Service", Name: "web"}},
+	}, Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.1"}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}, NodeName: &node,
+		Hostname: &node, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "web-1"}}}}
+	if _, err := TrimObject(sl); err != nil {
+		t.Fatal(err)
+	}
+	e := sl.Endpoints[0]
+	if sl.Labels[discoveryv1.LabelServiceName] != "web" || len(sl.Labels) != 1 || sl.OwnerReferences != nil || sl.GenerateName != "" {
+		t.Errorf("slice meta %+v", sl.ObjectMeta)
+	}
+	if e.TargetRef != nil || e.Hostname != nil || *e.NodeName != "n1" || !*e.Conditions.Ready || e.Addresses[0] != "10.0.0.1" {
+		t.Errorf("endpoint %+v", e)
+	}
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"topology.kubernetes.io/zone": "a", "team": "x"}},
+		Status: corev1.NodeStatus{Images: []corev1.ContainerImage{{Names: []string{"busybox"}}}}}
+	if _, err := TrimObject(n); err != nil {
+		t.Fatal(err)
+	}
+	if n.Status.Images != nil || len(n.Labels) != 2 {
+		t.Errorf("node %+v", n)
 	}
 }

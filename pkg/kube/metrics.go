@@ -5,6 +5,7 @@ import "github.com/prometheus/client_golang/prometheus"
 // Metrics counts what the reporters did against the API server.
 type Metrics struct {
 	Requests      *prometheus.CounterVec
+	APIRequests   *prometheus.CounterVec
 	EventsEmitted *prometheus.CounterVec
 	EventsDropped *prometheus.CounterVec
 	EventsQueued  prometheus.Gauge
@@ -18,6 +19,10 @@ func NewMetrics() *Metrics {
 			Namespace: "node_doctor", Subsystem: "kube", Name: "requests_total",
 			Help: "Requests node-doctor made to the Kubernetes API server, by operation and result (ok or error).",
 		}, []string{"operation", "result"}),
+		APIRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "node_doctor", Subsystem: "kube", Name: "api_requests_total",
+			Help: "HTTP requests to the Kubernetes API server from every client in the process (informers' lists and watches included), by verb, resource and status code (\"error\" when no response came).",
+		}, []string{"verb", "resource", "code"}),
 		EventsEmitted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "node_doctor", Subsystem: "kube", Name: "events_total",
 			Help: "Events written: created (new object) or aggregated (count raised on an existing one).",
@@ -39,7 +44,7 @@ func NewMetrics() *Metrics {
 
 // Register adds the metrics to reg.
 func (m *Metrics) Register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.Requests, m.EventsEmitted, m.EventsDropped, m.EventsQueued, m.Conditions} {
+	for _, c := range []prometheus.Collector{m.Requests, m.APIRequests, m.EventsEmitted, m.EventsDropped, m.EventsQueued, m.Conditions} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
