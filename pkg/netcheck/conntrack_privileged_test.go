@@ -175,15 +175,18 @@ node_doctor_conntrack_stats_source{source="procfs"} 0
 }
 
 // TestPrivilegedCtnetlinkNeedsNetAdmin finds out for real what the agent's
-// container needs: the same read from a process of an unprivileged user,
+// container needs for ctnetlink and ipset reads: the same reads from a process of an unprivileged user,
 // once without capabilities and once with only CAP_NET_ADMIN.
 func TestPrivilegedCtnetlinkNeedsNetAdmin(t *testing.T) {
 	if os.Getenv("ND_CTNETLINK_CHILD") != "" {
 		_, err := Ctnetlink{NS: -1}.Stats(context.Background())
-		if errors.Is(err, syscall.EPERM) {
-			fmt.Println("RESULT EPERM")
-		} else {
-			fmt.Println("RESULT", err)
+		_, err2 := MobyIPVS{}.IPSets(context.Background())
+		for _, e := range []error{err, err2} {
+			if errors.Is(e, syscall.EPERM) {
+				fmt.Println("RESULT EPERM")
+			} else {
+				fmt.Println("RESULT", e)
+			}
 		}
 		return
 	}
@@ -204,7 +207,7 @@ func TestPrivilegedCtnetlinkNeedsNetAdmin(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	run := func(caps []uintptr) string {
+	run := func(caps []uintptr) []string {
 		cmd := exec.Command(bin, "-test.run=^TestPrivilegedCtnetlinkNeedsNetAdmin$")
 		cmd.Env = append(os.Environ(), "ND_CTNETLINK_CHILD=1")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, AmbientCaps: caps}
@@ -212,20 +215,24 @@ func TestPrivilegedCtnetlinkNeedsNetAdmin(t *testing.T) {
 		if err != nil {
 			t.Fatalf("child: %v: %s", err, out)
 		}
+		var res []string
 		for _, l := range strings.Split(string(out), "\n") {
 			if r, ok := strings.CutPrefix(l, "RESULT "); ok {
-				return r
+				res = append(res, r)
 			}
 		}
-		t.Fatalf("child printed no result: %s", out)
-		return ""
+		if len(res) != 2 {
+			t.Fatalf("child printed no results: %s", out)
+		}
+		return res
 	}
-	// Reads only this namespace's statistics; nothing is changed.
-	if r := run(nil); r != "EPERM" {
-		t.Fatalf("without CAP_NET_ADMIN: %s, want EPERM", r)
+	// Reads only this namespace's conntrack statistics and ipsets; nothing
+	// is changed. ipset is an nfnetlink subsystem too.
+	if r := run(nil); r[0] != "EPERM" || r[1] != "EPERM" {
+		t.Fatalf("without CAP_NET_ADMIN: ctnetlink %s, ipset %s; want EPERM", r[0], r[1])
 	}
 	const capNetAdmin = 12
-	if r := run([]uintptr{capNetAdmin}); r != "<nil>" {
-		t.Fatalf("with CAP_NET_ADMIN: %s, want success", r)
+	if r := run([]uintptr{capNetAdmin}); r[0] != "<nil>" || r[1] != "<nil>" {
+		t.Fatalf("with CAP_NET_ADMIN: ctnetlink %s, ipset %s; want success", r[0], r[1])
 	}
 }
