@@ -113,8 +113,9 @@ type journalReader struct {
 	files   map[fileKey]*journalFile
 	dirs    map[string]time.Time // listed directory -> its mtime then
 	// warned keeps a broken file from being logged on every poll.
-	warned map[string]bool
-	msg    []byte
+	warned    map[string]bool
+	msg       []byte
+	machineID string
 }
 
 type fileKey struct{ dev, ino uint64 }
@@ -133,6 +134,11 @@ type journalFile struct {
 	// retry is an entry that was not complete yet, and how often it was.
 	retry   uint64
 	retries int
+	// pending says the file may hold entries not read yet; a poll that
+	// finds the header as it was does not walk the entry arrays.
+	pending  bool
+	nEntries uint64
+	tailSeq  uint64
 }
 
 func newJournalReader(s *JournalSource, since time.Time) *journalReader {
@@ -196,6 +202,9 @@ func (r *journalReader) poll(sink Sink) error {
 		r.emit(next, sink)
 		next.head = 0
 	}
+	for _, jf := range r.files {
+		jf.f.Release()
+	}
 	if len(r.files) == 0 && scanErr == nil {
 		scanErr = fmt.Errorf("journal: no journal files in %s: %w", strings.Join(r.dirList(), ", "), fs.ErrNotExist)
 	}
@@ -219,11 +228,14 @@ func (r *journalReader) dirList() []string {
 	if r.src.Namespace != "" {
 		suffix = "." + r.src.Namespace
 	}
-	mid, err := fs.ReadFile(r.src.FS, "etc/machine-id")
-	id := string(bytes.TrimSpace(mid))
+	if r.machineID == "" {
+		mid, _ := fs.ReadFile(r.src.FS, "etc/machine-id")
+		r.machineID = string(bytes.TrimSpace(mid))
+	}
+	id := r.machineID
 	var out []string
 	for _, d := range dirs {
-		if err == nil && isMachineID(id) {
+		if isMachineID(id) {
 			out = append(out, path.Join(d, id+suffix))
 			continue
 		}
@@ -364,7 +376,7 @@ func (r *journalReader) open(p string) (*journalFile, error) {
 		fh.Close()
 		return nil, fmt.Errorf("journal: %s: %w", p, err)
 	}
-	jf := &journalFile{path: p, fh: fh, f: f}
+	jf := &journalFile{path: p, fh: fh, f: f, pending: true}
 	h := f.Header()
 	if h.State != journal.StateOnline && h.TailEntryRealtime < r.sinceUs {
 		// Closed before the window: nothing to read, so skip to its end.
@@ -385,12 +397,19 @@ func (r *journalReader) refresh(jf *journalFile) error {
 	if err != nil {
 		return fmt.Errorf("journal: stat %s: %w", jf.path, err)
 	}
-	return jf.f.Refresh(st.Size())
+	if err := jf.f.Refresh(st.Size()); err != nil {
+		return err
+	}
+	h := jf.f.Header()
+	if h.NEntries != jf.nEntries || h.TailEntrySeqnum != jf.tailSeq {
+		jf.pending, jf.nEntries, jf.tailSeq = true, h.NEntries, h.TailEntrySeqnum
+	}
+	return nil
 }
 
 // fill finds the file's next entry in the window, unless it has one.
 func (r *journalReader) fill(jf *journalFile, sink Sink) {
-	for jf.head == 0 {
+	for jf.head == 0 && (jf.pending || jf.retry != 0) {
 		off := jf.retry
 		if off == 0 {
 			var err error
@@ -404,10 +423,16 @@ func (r *journalReader) fill(jf *journalFile, sink Sink) {
 				return
 			}
 			if off == 0 {
+				jf.pending = false
 				return
 			}
 		}
 		e, err := jf.f.Entry(off)
+		if err != nil {
+			// The cache may hold a page from before the entry was written.
+			jf.f.Release()
+			e, err = jf.f.Entry(off)
+		}
 		switch {
 		case errors.Is(err, journal.ErrIncomplete) && jf.retries < journalRetries:
 			// Still being written: look again on the next poll.

@@ -61,7 +61,7 @@ func linesOf(c *collectSink) []journalLine {
 
 // journalRoot makes a host root holding the journal fixtures written by the
 // real journald: one archived in var/log/journal, one in run/log/journal.
-func journalRoot(t *testing.T) string {
+func journalRoot(t testing.TB) string {
 	t.Helper()
 	root := t.TempDir()
 	const mid = "3d1219c7c4c5404aaa1f6d2a48adfda4" // the fixtures' machine ID

@@ -13,10 +13,13 @@ const (
 	maxObjectSize = 256 << 20
 	// headerReadSize covers every header field read.
 	headerReadSize = 272
-	// Small fields (identifiers, units, transports) repeat across entries
-	// and are kept by offset; data objects never change once written.
-	maxCachedField  = 256
-	maxCachedFields = 4096
+)
+
+// chunkSize and maxChunks bound the cache of file contents (variables for
+// tests).
+var (
+	chunkSize uint64 = 64 << 10
+	maxChunks        = 16
 )
 
 // File is an open journal file. It is not safe for concurrent use.
@@ -28,16 +31,17 @@ type File struct {
 	// DefaultMaxFieldSize.
 	MaxFieldSize int
 
-	dec   decompressor
-	buf   []byte
-	out   []byte
-	items []uint64
-	cache map[uint64][]byte
+	dec    decompressor
+	buf    []byte
+	out    []byte
+	items  []uint64
+	chunks map[uint64][]byte
+	free   [][]byte
 }
 
 // Open reads the header of the journal file r of size bytes.
 func Open(r io.ReaderAt, size int64) (*File, error) {
-	f := &File{r: r, cache: map[uint64][]byte{}}
+	f := &File{r: r}
 	if err := f.Refresh(size); err != nil {
 		return nil, err
 	}
@@ -68,6 +72,7 @@ func (f *File) Refresh(size int64) error {
 		return errors.New("journal: file was replaced (new file ID)")
 	}
 	f.hdr, f.size = h, size
+	f.Release()
 	return nil
 }
 
@@ -84,7 +89,7 @@ func (f *File) readObject(off uint64, typ uint8) ([]byte, error) {
 		return nil, ErrIncomplete
 	}
 	if cap(f.buf) < objectHeaderSize {
-		f.buf = make([]byte, 4096)
+		f.buf = make([]byte, objectHeaderSize)
 	}
 	b := f.buf[:objectHeaderSize]
 	if err := f.readAt(b, off); err != nil {
@@ -104,7 +109,9 @@ func (f *File) readObject(off uint64, typ uint8) ([]byte, error) {
 		return nil, ErrIncomplete
 	}
 	if uint64(cap(f.buf)) < o.Size {
-		f.buf = make([]byte, o.Size)
+		nb := make([]byte, o.Size)
+		copy(nb, b)
+		f.buf = nb
 	}
 	b = f.buf[:o.Size]
 	if err := f.readAt(b[objectHeaderSize:], off+objectHeaderSize); err != nil {
@@ -113,15 +120,58 @@ func (f *File) readObject(off uint64, typ uint8) ([]byte, error) {
 	return b, nil
 }
 
+// readAt reads through a cache of file chunks: an entry and its new data
+// objects are near each other, and a read(2) per object costs more than the
+// parsing.
 func (f *File) readAt(b []byte, off uint64) error {
-	n, err := f.r.ReadAt(b, int64(off))
-	if n == len(b) {
-		return nil
+	for len(b) > 0 {
+		idx := off / chunkSize
+		c, err := f.chunk(idx)
+		if err != nil {
+			return err
+		}
+		in := off - idx*chunkSize
+		if in >= uint64(len(c)) {
+			return ErrIncomplete // shorter than its header said: still growing
+		}
+		n := copy(b, c[in:])
+		b, off = b[n:], off+uint64(n)
 	}
-	if errors.Is(err, io.EOF) || err == nil {
-		return ErrIncomplete // shorter than its header said: still growing
+	return nil
+}
+
+func (f *File) chunk(idx uint64) ([]byte, error) {
+	if c, ok := f.chunks[idx]; ok {
+		return c, nil
 	}
-	return fmt.Errorf("journal: read at %d: %w", off, err)
+	if len(f.chunks) >= maxChunks {
+		f.Release()
+	}
+	var c []byte
+	if k := len(f.free); k > 0 {
+		c, f.free = f.free[k-1][:chunkSize], f.free[:k-1]
+	} else {
+		c = make([]byte, chunkSize)
+	}
+	n, err := f.r.ReadAt(c, int64(idx*chunkSize))
+	if n < len(c) && err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("journal: read at %d: %w", idx*chunkSize, err)
+	}
+	c = c[:n]
+	if f.chunks == nil {
+		f.chunks = map[uint64][]byte{}
+	}
+	f.chunks[idx] = c
+	return c, nil
+}
+
+// Release drops the cached file contents; the next read sees what was
+// written since. Refresh does it too.
+func (f *File) Release() {
+	for k, c := range f.chunks {
+		f.free = append(f.free, c)
+		delete(f.chunks, k)
+	}
 }
 
 // Entry reads the entry object at off. Its Items are valid until the next
@@ -142,9 +192,6 @@ func (f *File) Entry(off uint64) (Entry, error) {
 // Field returns the data object at off, decompressed: "NAME=value". It is
 // valid until the next call.
 func (f *File) Field(off uint64) ([]byte, error) {
-	if b, ok := f.cache[off]; ok {
-		return b, nil
-	}
 	b, err := f.readObject(off, ObjectData)
 	if err != nil {
 		return nil, err
@@ -163,12 +210,6 @@ func (f *File) Field(off uint64) ([]byte, error) {
 	}
 	if d.Flags != 0 {
 		f.out = out
-	}
-	if len(out) <= maxCachedField {
-		if len(f.cache) >= maxCachedFields {
-			clear(f.cache)
-		}
-		f.cache[off] = append([]byte(nil), out...)
 	}
 	return out, nil
 }

@@ -413,3 +413,38 @@ func writeFixture(t *testing.T, name, path string, js []byte) {
 		t.Fatal(err)
 	}
 }
+
+// Objects bigger than the read buffer, reads across cache chunks and a
+// full cache give the same entries (a grown buffer once lost the object's
+// header).
+func TestReadBufferAndChunkEdges(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "regular-zstd.journal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := readAll(mustOpen(t, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := mustOpen(t, b)
+	f.buf = make([]byte, 0, 1) // every object grows it
+	got, err := readAll(f)
+	if err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("with a small buffer: %v, %d entries, want %d", err, len(got), len(want))
+	}
+	defer func(size uint64, n int) { chunkSize, maxChunks = size, n }(chunkSize, maxChunks)
+	chunkSize, maxChunks = 40, 3 // objects span chunks; the cache fills up
+	got, err = readAll(mustOpen(t, b))
+	if err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("with small chunks: %v, %d entries, want %d", err, len(got), len(want))
+	}
+}
+
+func mustOpen(t *testing.T, b []byte) *File {
+	t.Helper()
+	f, err := Open(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
