@@ -3,35 +3,47 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
 
+	"github.com/node-doctor/node-doctor/pkg/kube"
 	"github.com/node-doctor/node-doctor/test/harness"
 )
 
 // TestDataplaneScale has real kube-proxy program E2E_SCALE Services with 5
 // endpoints each (selector-less Services with their own EndpointSlices, so
 // no pods are needed) and measures one node-doctor verification against
-// iptables-save / nft alone on the same rules. Off unless E2E_SCALE is set:
+// iptables-save / nft alone on the same rules, the check's peak RSS without
+// and with the DaemonSet's GOMEMLIMIT, and (iptables mode) the informers'
+// heap. E2E_SCALE_RUN=10m also runs the agent (iptables mode) with its
+// defaults that long and reports its API requests per hour and RSS. Off unless E2E_SCALE is set:
 //
-//	E2E_SCALE=10000 E2E_RUN=TestDataplaneScale make e2e
+//	E2E_SCALE=10000 E2E_SCALE_RUN=10m E2E_RUN=TestDataplaneScale E2E_TIMEOUT=120m make e2e
 func TestDataplaneScale(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("E2E_SCALE"))
 	if n <= 0 {
@@ -136,6 +148,193 @@ func dataplaneScale(t *testing.T, mode, bin string, n int) {
 	}
 	t.Logf("%s: %d services x 5 endpoints: node-doctor check (whole process: API list + read + parse + compare) %s, peak RSS %d MiB; rules dump alone %s (%.2fx)",
 		mode, n, best, rss/1024, alone, float64(best)/float64(alone))
+
+	// The same with the DaemonSet's GOMEMLIMIT, as it runs in a cluster.
+	limit := manifestGOMEMLIMIT(t)
+	best, rss = 0, 0
+	for i := 0; i < 3; i++ {
+		_, d, r := runTimedEnv(ctx, t, []string{"GOMEMLIMIT=" + limit}, bin, "check", "-o", "json", "--kubeconfig", c.Kubeconfig, "--node-name", c.NodeName, "--only", "kube-proxy-rules")
+		if i == 0 || d < best {
+			best = d
+		}
+		rss = max(rss, r)
+	}
+	t.Logf("%s: with the DaemonSet's GOMEMLIMIT=%s: node-doctor check %s (%.2fx), peak RSS %d MiB", mode, limit, best, float64(best)/float64(alone), rss/1024)
+
+	if mode == "iptables" {
+		informerHeap(ctx, t, c)
+	}
+	if d, _ := time.ParseDuration(os.Getenv("E2E_SCALE_RUN")); d > 0 && mode == "iptables" {
+		scaleSteadyState(ctx, t, c, bin, mode, limit, d)
+	}
+}
+
+// manifestGOMEMLIMIT is the GOMEMLIMIT the DaemonSet sets.
+func manifestGOMEMLIMIT(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy", "daemonset.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds appsv1.DaemonSet
+	if err := yaml.Unmarshal(b, &ds); err != nil {
+		t.Fatalf("deploy/daemonset.yaml: %v", err)
+	}
+	for _, c := range ds.Spec.Template.Spec.Containers {
+		for _, e := range c.Env {
+			if e.Name == "GOMEMLIMIT" && e.Value != "" {
+				return e.Value
+			}
+		}
+	}
+	t.Fatal("deploy/daemonset.yaml sets no literal GOMEMLIMIT")
+	return ""
+}
+
+// informerHeap measures, in this process, the heap the agent's informers
+// hold once synced: Services, EndpointSlices and the node, as trimmed.
+func informerHeap(ctx context.Context, t *testing.T, c *harness.Cluster) {
+	t.Helper()
+	rc, err := kube.RESTConfig(kube.ClientOptions{Kubeconfig: c.Kubeconfig, QPS: 20, Burst: 40, UserAgent: "node-doctor-e2e"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := heapAfterGC()
+	inf := kube.NewInformers()
+	inf.Connect(cs, c.NodeName, 0)
+	ictx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start := time.Now()
+	if err := inf.Start(ictx, 5*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	synced := time.Since(start)
+	after := heapAfterGC()
+	svcs, _ := inf.Services()
+	eps, _ := inf.EndpointSlices()
+	t.Logf("informers: %d Services, %d EndpointSlices synced in %s; heap after sync minus before: %.1f MiB",
+		len(svcs), len(eps), synced.Round(time.Millisecond), float64(after-before)/(1<<20))
+}
+
+func heapAfterGC() int64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
+}
+
+// scaleSteadyState runs `node-doctor run` with its defaults (every check,
+// condition heartbeat 5m) and the DaemonSet's GOMEMLIMIT for d, and reports
+// its API requests (after the first minute, extrapolated to an hour), its
+// RSS and the verification time.
+func scaleSteadyState(ctx context.Context, t *testing.T, c *harness.Cluster, bin, mode, limit string, d time.Duration) {
+	t.Helper()
+	const addr = "127.0.0.1:19781"
+	cmd := exec.CommandContext(ctx, bin, "run", "--kubeconfig", c.Kubeconfig, "--node-name", c.NodeName,
+		"--runtime-endpoint", c.CRIEndpoint, "--metrics-address", addr)
+	cmd.Env = append(os.Environ(), "GOMEMLIMIT="+limit)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}()
+	start := time.Now()
+	var first, last map[string]float64
+	var t0 time.Time
+	var maxRSS float64
+	for time.Since(start) < d {
+		time.Sleep(15 * time.Second)
+		m, err := scrapeMetrics(ctx, "http://"+addr+"/metrics")
+		if err != nil {
+			t.Logf("scrape: %v", err)
+			continue
+		}
+		maxRSS = max(maxRSS, m["process_resident_memory_bytes"])
+		if first == nil && time.Since(start) >= time.Minute {
+			first, t0 = m, time.Now()
+		}
+		last = m
+	}
+	if first == nil || last == nil {
+		t.Fatalf("%s: agent metrics never scraped", mode)
+	}
+	window := time.Since(t0)
+	total := 0.0
+	var lines []string
+	for k, v := range last {
+		if !strings.HasPrefix(k, "node_doctor_kube_api_requests_total") {
+			continue
+		}
+		delta := v - first[k]
+		total += delta
+		lines = append(lines, fmt.Sprintf("%s: %.0f since start, %.0f in the window", k, v, delta))
+	}
+	sort.Strings(lines)
+	for _, l := range lines {
+		t.Logf("%s: %s", mode, l)
+	}
+	hwm := vmHWM(cmd.Process.Pid)
+	t.Logf("%s: agent run for %s (GOMEMLIMIT=%s): API requests after the first minute: %.0f in %s = %.0f per hour; RSS max %.0f MiB (scraped every 15 s), VmHWM %d MiB; last verification %.2f s",
+		mode, d, limit, total, window.Round(time.Second), total/window.Hours(), maxRSS/(1<<20), hwm/1024,
+		last["node_doctor_kubeproxy_verification_duration_seconds"])
+}
+
+// scrapeMetrics reads a Prometheus text page into "name{labels}" -> value.
+func scrapeMetrics(ctx context.Context, url string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		out[line[:i]] = v
+	}
+	return out, sc.Err()
+}
+
+// vmHWM is a process's peak RSS in KiB from /proc.
+func vmHWM(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				return n
+			}
+		}
+	}
+	return 0
 }
 
 func createScaleService(ctx context.Context, cs kubernetes.Interface, ns string, i int) error {
@@ -164,7 +363,16 @@ func createScaleService(ctx context.Context, cs kubernetes.Interface, ns string,
 // runTimed runs a command and returns its stdout, wall time and peak RSS (KiB).
 func runTimed(ctx context.Context, t *testing.T, name string, args ...string) ([]byte, time.Duration, int64) {
 	t.Helper()
+	return runTimedEnv(ctx, t, nil, name, args...)
+}
+
+// runTimedEnv is runTimed with variables added to the environment.
+func runTimedEnv(ctx context.Context, t *testing.T, env []string, name string, args ...string) ([]byte, time.Duration, int64) {
+	t.Helper()
 	cmd := exec.CommandContext(ctx, name, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, io.Discard
 	s := time.Now()
