@@ -143,10 +143,12 @@ type conntrackCheck struct {
 	nl   ConntrackNetlink
 	s    *ConntrackSettings
 
-	mu     sync.Mutex
-	prev   *ConntrackStats // counters of the last run, nil when not read
-	count  *ConntrackStats // fill of the last run, nil before the first
-	source string
+	mu sync.Mutex
+	// prev: the last counters read, kept over runs that could not read
+	// them (they only grow); cur: those of the last run, for the metrics.
+	prev, cur *ConntrackStats
+	count     *ConntrackStats // fill of the last run, nil before the first
+	source    string
 
 	entriesDesc, limitDesc, statDesc, sourceDesc *prometheus.Desc
 }
@@ -194,7 +196,10 @@ func (c *conntrackCheck) Run(ctx context.Context) ([]check.Finding, error) {
 	st, source, unavailable, err := c.readStats(ctx)
 	c.mu.Lock()
 	last := c.prev
-	c.prev, c.source = st, source
+	if st != nil {
+		c.prev = st
+	}
+	c.cur, c.source = st, source
 	c.count = &ConntrackStats{Entries: count, Max: maxv}
 	c.mu.Unlock()
 	if err != nil {
@@ -267,10 +272,10 @@ func (c *conntrackCheck) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(c.sourceDesc, prometheus.GaugeValue, v, src)
 	}
-	if c.prev == nil {
+	if c.cur == nil {
 		return
 	}
-	for _, k := range c.prev.counters() {
+	for _, k := range c.cur.counters() {
 		ch <- prometheus.MustNewConstMetric(c.statDesc, prometheus.CounterValue, float64(k.v), k.name)
 	}
 }

@@ -166,7 +166,7 @@ node_doctor_conntrack_stats_source{source="procfs"} 0
 		t.Fatal(err)
 	}
 	c.mu.Lock()
-	got := *c.prev
+	got := *c.cur
 	c.mu.Unlock()
 	got.Max = 0
 	if got != proc {

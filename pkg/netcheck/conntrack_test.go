@@ -201,6 +201,19 @@ node_doctor_conntrack_stat_total{stat="search_restart"} 0
 		t.Fatal(err)
 	}
 
+	// A run that cannot read the counters does not lose the last ones.
+	nl.err = fmt.Errorf("ctnetlink: per-CPU stats: %w", syscall.ETIMEDOUT)
+	if f, err = def.Check.Run(context.Background()); err != nil || f[1].Reason != "ConntrackStatsUnavailable" {
+		t.Fatalf("%v %+v", err, f)
+	}
+	if err := testutil.CollectAndCompare(c, strings.NewReader(""), "node_doctor_conntrack_stat_total"); err != nil {
+		t.Fatal(err)
+	}
+	nl.err, nl.st.Drop = nil, 4
+	if f, err = def.Check.Run(context.Background()); err != nil || len(f) != 2 || !strings.Contains(f[1].Message, "insert_failed rose by 0 and drop by 3") {
+		t.Fatalf("%v %+v", err, f)
+	}
+
 	// procfs wins when the kernel has the file: ctnetlink is not asked.
 	fsys["proc/net/stat/nf_conntrack"] = &fstest.MapFile{Data: readConntrackFixture(t, "host-nf_conntrack")}
 	nl.err = fmt.Errorf("must not be called")

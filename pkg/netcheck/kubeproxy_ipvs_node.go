@@ -316,7 +316,8 @@ func CompareIPVSNode(desired []DesiredPort, v6 bool, n *IPVSNode, node *corev1.N
 		}
 		for _, a := range n.Dummy {
 			ip := net.ParseIP(a)
-			if ip == nil || (ip.To4() == nil) != v6 || serviceIPs[a] {
+			// The kernel adds an fe80:: address when the link is up.
+			if ip == nil || (ip.To4() == nil) != v6 || serviceIPs[a] || ip.IsLinkLocalUnicast() {
 				continue
 			}
 			disc = append(disc, Discrepancy{Service: staleOwner, Reason: "StaleServiceIP", Expected: "no " + a + " on " + IPVSDummyDevice + " (no Service has it)",
