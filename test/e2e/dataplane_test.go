@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/node-doctor/node-doctor/pkg/netcheck"
+	ndreport "github.com/node-doctor/node-doctor/pkg/report"
 	"github.com/node-doctor/node-doctor/test/harness"
 )
 
@@ -48,17 +49,25 @@ type dpReport struct {
 		NotApplicable string `json:"not_applicable_reason"`
 		Findings      []dpFinding
 	}
+	Services *ndreport.Services
 }
 
 // dpAgent runs `node-doctor check -o json` against the node.
 type dpAgent struct {
 	bin, kubeconfig, node, config string
+	// only lists the checks to run (default: dataplaneChecks).
+	only string
 }
 
-func (a dpAgent) run(ctx context.Context, t *testing.T) dpReport {
+// output runs `node-doctor check -o format` and returns its stdout.
+func (a dpAgent) output(ctx context.Context, t *testing.T, format string) []byte {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, a.bin, "check", "-o", "json", "--kubeconfig", a.kubeconfig, "--node-name", a.node,
-		"--config", a.config, "--only", dataplaneChecks)
+	only := a.only
+	if only == "" {
+		only = dataplaneChecks
+	}
+	cmd := exec.CommandContext(ctx, a.bin, "check", "-o", format, "--color", "never", "--kubeconfig", a.kubeconfig, "--node-name", a.node,
+		"--config", a.config, "--only", only)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -66,9 +75,40 @@ func (a dpAgent) run(ctx context.Context, t *testing.T) dpReport {
 	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 1) {
 		t.Fatalf("node-doctor check: %v\n%s", err, stderr.String())
 	}
+	return stdout.Bytes()
+}
+
+// servicesSection asserts the report's services section (JSON and table)
+// names the broken service port with the reason and the expected rule.
+func (a dpAgent) servicesSection(ctx context.Context, t *testing.T, svc netcheck.ServicePortName, reason, expected string) {
+	t.Helper()
+	rep := a.run(ctx, t)
+	if rep.Services == nil || len(rep.Services.Counts) == 0 {
+		t.Fatalf("no services section with counts: %+v", rep.Services)
+	}
+	found := false
+	for _, b := range rep.Services.Broken {
+		if b.ServicePort == svc.String() && b.Reason == reason && strings.Contains(b.Expected, expected) && b.Fix != "" {
+			found = true
+		}
+	}
+	if !found || rep.Services.Counts[0].Broken == 0 {
+		t.Errorf("services section does not name %s %s (%s): %+v", svc, reason, expected, rep.Services)
+	}
+	table := string(a.output(ctx, t, "table"))
+	i := strings.Index(table, "\nSERVICES\n")
+	if i < 0 || !strings.Contains(table[i:], svc.String()) || !strings.Contains(table[i:], reason) || !strings.Contains(table[i:], "expected: ") {
+		t.Errorf("table's services section does not name %s %s:\n%s", svc, reason, table)
+	}
+	t.Logf("services section:\n%s", table[max(i, 0):])
+}
+
+func (a dpAgent) run(ctx context.Context, t *testing.T) dpReport {
+	t.Helper()
+	out := a.output(ctx, t, "json")
 	var rep dpReport
-	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
-		t.Fatalf("parse report: %v\n%s", err, stdout.String())
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("parse report: %v\n%s", err, out)
 	}
 	for _, r := range rep.Results {
 		if r.Status == "error" {
@@ -168,6 +208,9 @@ func dataplane(t *testing.T, mode, bin string) {
 		}
 		t.Logf("healthy: %s %s %s", r.Check, r.Status, r.NotApplicable)
 	}
+	if rep.Services == nil || len(rep.Services.Counts) != 1 || rep.Services.Counts[0].Mode != mode || rep.Services.Counts[0].Verified == 0 || len(rep.Services.Broken) != 0 {
+		t.Errorf("healthy node: services section %+v", rep.Services)
+	}
 	a.waitFor(ctx, t, "kube-proxy-health", "KubeProxyHealthy", true)
 
 	if mode == "iptables" {
@@ -207,6 +250,7 @@ func iptablesBreakage(ctx context.Context, t *testing.T, a dpAgent, svc netcheck
 		if !strings.Contains(f.Message, svc.String()) || !strings.Contains(f.Details["expected"], podIPs[1]+":8080") {
 			t.Errorf("finding does not name %s and %s: %+v", svc, podIPs[1], f)
 		}
+		a.servicesSection(ctx, t, svc, "EndpointMissing", svcChain+" DNAT to "+podIPs[1]+":8080")
 		restore()
 		a.waitFor(ctx, t, "kube-proxy-rules", "EndpointMissing", false)
 	})
@@ -252,6 +296,7 @@ func nftablesBreakage(ctx context.Context, t *testing.T, a dpAgent, svc netcheck
 		if !strings.Contains(f.Message, svc.String()) {
 			t.Errorf("finding does not name %s: %+v", svc, f)
 		}
+		a.servicesSection(ctx, t, svc, "ServicePortNotProgrammed", clusterIP+"/tcp/80 -> "+chain)
 		restore()
 		a.waitFor(ctx, t, "kube-proxy-rules", "RulesMatchAPI", true)
 	})
