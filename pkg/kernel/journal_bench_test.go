@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -33,11 +34,15 @@ func BenchmarkJournalPollIdle(b *testing.B) {
 		b.Fatalf("first poll: %v, %d lines", err, sink.lines)
 	}
 	b.ReportAllocs()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cpu0 := threadCPU(b)
 	for b.Loop() {
 		if err := r.poll(&sink); err != nil {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric(float64((threadCPU(b)-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 	if sink.lines != 6 {
 		b.Fatalf("idle polls handed over %d more lines", sink.lines-6)
 	}
@@ -71,6 +76,9 @@ func BenchmarkPrivilegedJournalRead(b *testing.B) {
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			cpu0 := threadCPU(b)
 			for b.Loop() {
 				src := &JournalSource{FS: os.DirFS("/"), Dirs: []string{"run/log/journal"}, Namespace: j.Namespace,
 					Identifiers: tc.idents, Clock: clock.RealClock{}}
@@ -84,6 +92,7 @@ func BenchmarkPrivilegedJournalRead(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/entry")
+			b.ReportMetric(float64((threadCPU(b)-cpu0).Nanoseconds())/float64(b.N*n), "cpu-ns/entry")
 		})
 	}
 }
