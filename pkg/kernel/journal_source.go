@@ -235,6 +235,9 @@ func (r *journalReader) dirList() []string {
 	id := r.machineID
 	var out []string
 	for _, d := range dirs {
+		// Files right in the directory too, as libsystemd reads them: a
+		// logPath may name a machine's directory itself.
+		out = append(out, d)
 		if isMachineID(id) {
 			out = append(out, path.Join(d, id+suffix))
 			continue

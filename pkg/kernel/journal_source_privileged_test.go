@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/node-doctor/node-doctor/pkg/check"
+	"github.com/node-doctor/node-doctor/pkg/host"
 	"github.com/node-doctor/node-doctor/pkg/kernel/journal/journaltest"
 )
 
@@ -229,5 +231,81 @@ func TestPrivilegedJournaldNPDRuleFile(t *testing.T) {
 	}
 	if st := mon.Stats(); st.Lines != 2 || st.ParseErrors != 0 {
 		t.Errorf("stats %+v: want the 2 kubelet lines read", st)
+	}
+}
+
+// TestPrivilegedJournaldCheck runs the kernel-log check itself, one-shot and
+// started, on a real journald through an NPD rule file whose logPath names
+// the journal's directory: the condition is reported, then an appended line
+// gives an event while following.
+func TestPrivilegedJournaldCheck(t *testing.T) {
+	j := journaltest.Start(t, journaltest.Options{Compact: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rules, err := os.ReadFile("testdata/npd-kubelet-journald.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules = bytes.Replace(rules, []byte(`"logPath": "/var/log/journal"`), []byte(`"logPath": "`+j.Dir+`"`), 1)
+	file := filepath.Join(t.TempDir(), "kubelet.json")
+	if err := os.WriteFile(file, rules, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	send := func(msg string) {
+		t.Helper()
+		if err := j.Send(journaltest.Field{Name: "MESSAGE", Value: msg}, journaltest.Field{Name: "SYSLOG_IDENTIFIER", Value: "kubelet"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := j.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(`E1123 17:00:01.000000 1234 kubelet.go:2900] "Container runtime network not ready" networkReady="NetworkReady=false"`)
+
+	newCheck := func() *LogChecker {
+		def := Log(host.FS("/"), clock.RealClock{}, nil)
+		c := def.Check.(*LogChecker)
+		c.settings.DefaultRules, c.settings.RuleFiles = false, []string{file}
+		if err := c.settings.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	hasCond := func(fs []check.Finding) bool {
+		return slices.ContainsFunc(fs, func(f check.Finding) bool {
+			return f.Condition == "KubeletUnhealthy" && f.Severity == check.SeverityProblem
+		})
+	}
+	got, err := newCheck().Run(ctx)
+	if err != nil || !hasCond(got) {
+		t.Fatalf("one-shot: %v, findings %+v", err, got)
+	}
+
+	c := newCheck()
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	if err := c.Start(runCtx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Run(ctx); err != nil || !hasCond(got) {
+		t.Fatalf("started, first run: %v, findings %+v", err, got)
+	}
+	send(`I1123 17:00:02.000000 1234 kubelet.go:2380] "Skipping pod synchronization" err="PLEG is not healthy: pleg was last seen active 3m0s ago; threshold is 3m0s"`)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		got, err := c.Run(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(got, func(f check.Finding) bool { return f.Reason == "PLEGNotHealthy" }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("followed PLEG line never reported; last findings %+v", got)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if st := c.Stats()["kubelet-monitor"]; st.Lines != 2 || st.ParseErrors != 0 {
+		t.Errorf("stats %+v", st)
 	}
 }
