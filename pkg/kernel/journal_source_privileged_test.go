@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -224,6 +225,9 @@ func TestPrivilegedJournaldNPDRuleFile(t *testing.T) {
 			pleg++
 		case f.Condition == "KubeletUnhealthy" && f.Severity == check.SeverityProblem && f.Reason == "ContainerRuntimeNetworkNotReady":
 			cond++
+			if !strings.HasPrefix(f.Message, "journal: ") || !strings.Contains(f.Message, "Container runtime network not ready") {
+				t.Errorf("message %q", f.Message)
+			}
 		}
 	}
 	if pleg != 1 || cond != 1 {

@@ -209,6 +209,8 @@ func (mo *Monitor) describe(r *Rule, text []byte, sub []int) (string, map[string
 	var msg string
 	if r.Message != "" {
 		msg = string(r.re.Expand(nil, []byte(r.Message), text, sub))
+	} else if mo.set.Plugin == PluginJournald {
+		msg = "journal: " + quote(log)
 	} else {
 		msg = "kernel log: " + quote(log)
 	}
