@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -139,4 +140,33 @@ func TestPodCIDRRouteDualStack(t *testing.T) {
 	if err != nil || len(fs) != 2 || fs[0].Reason != "PodCIDRRouteOK" || fs[1].Reason != "PodCIDRRouteMissing" {
 		t.Fatalf("%v %+v", err, fs)
 	}
+}
+
+// FuzzEvaluatePodCIDRRoute: any routing table and CIDR gives one finding,
+// never a panic (netlink hands over whatever the kernel holds).
+func FuzzEvaluatePodCIDRRoute(f *testing.F) {
+	files, _ := filepath.Glob("testdata/podcidr/*.json")
+	for _, file := range files {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fx struct {
+			PodCIDR string `json:"pod_cidr"`
+			Table   RouteTable
+		}
+		if json.Unmarshal(b, &fx) != nil {
+			return
+		}
+		p, err := netip.ParsePrefix(fx.PodCIDR)
+		if err != nil {
+			return
+		}
+		if got := EvaluatePodCIDRRoute(p.Masked(), fx.Table); got.Reason == "" || got.Message == "" {
+			t.Fatalf("empty finding %+v", got)
+		}
+	})
 }
