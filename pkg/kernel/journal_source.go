@@ -396,12 +396,21 @@ func (r *journalReader) open(p string) (*journalFile, error) {
 // refresh reads the header again, which is all a poll costs when nothing
 // was written.
 func (r *journalReader) refresh(jf *journalFile) error {
-	st, err := jf.fh.Stat()
-	if err != nil {
-		return fmt.Errorf("journal: stat %s: %w", jf.path, err)
-	}
-	if err := jf.f.Refresh(st.Size()); err != nil {
-		return err
+	// The size must be taken after the header is read, or the header may
+	// name objects past it: journald grows a file before writing there.
+	size := jf.f.Size()
+	for range 3 {
+		if err := jf.f.Refresh(size); err != nil {
+			return err
+		}
+		st, err := jf.fh.Stat()
+		if err != nil {
+			return fmt.Errorf("journal: stat %s: %w", jf.path, err)
+		}
+		if st.Size() == size {
+			break
+		}
+		size = st.Size()
 	}
 	h := jf.f.Header()
 	if h.NEntries != jf.nEntries || h.TailEntrySeqnum != jf.tailSeq {

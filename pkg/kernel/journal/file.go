@@ -37,6 +37,7 @@ type File struct {
 	items  []uint64
 	chunks map[uint64][]byte
 	free   [][]byte
+	hbuf   []byte
 }
 
 // Open reads the header of the journal file r of size bytes.
@@ -60,7 +61,10 @@ func (f *File) Refresh(size int64) error {
 	if n < minHeaderSize {
 		return fmt.Errorf("journal: file of %d bytes has no header", size)
 	}
-	b := make([]byte, n)
+	if f.hbuf == nil {
+		f.hbuf = make([]byte, headerReadSize)
+	}
+	b := f.hbuf[:n]
 	if _, err := f.r.ReadAt(b, 0); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("journal: read header: %w", err)
 	}
