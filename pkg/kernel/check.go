@@ -116,7 +116,7 @@ func Log(fsys fs.FS, clk clock.Clock, attr Attributor) check.Definition {
 	return check.Definition{
 		Name:        CheckName,
 		Area:        "kernel",
-		Description: "the kernel log (/dev/kmsg, or log files) shows no OOM kills, hung tasks, lockups, oopses, filesystem or I/O errors, or network table overflows",
+		Description: "the kernel log (/dev/kmsg, log files or the journal) shows no OOM kills, hung tasks, lockups, oopses, filesystem or I/O errors, or network table overflows",
 		Interval:    30 * time.Second,
 		Timeout:     20 * time.Second,
 		Conditions:  []string{check.ConditionKernelDeadlock, check.ConditionReadonlyFilesystem, check.ConditionFrequentUnregisterNetDevice},
