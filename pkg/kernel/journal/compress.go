@@ -29,17 +29,17 @@ func (d *decompressor) close() {
 }
 
 // decompress returns the field in data, decompressed into dst's room if it
-// was compressed, and at most max bytes long.
-func (d *decompressor) decompress(data Data, max int, dst []byte) ([]byte, error) {
+// was compressed, and at most limit bytes long.
+func (d *decompressor) decompress(data Data, limit int, dst []byte) ([]byte, error) {
 	switch data.Flags {
 	case 0:
-		if len(data.Payload) > max {
-			return nil, fmt.Errorf("journal: field of %d bytes is over the limit of %d", len(data.Payload), max)
+		if len(data.Payload) > limit {
+			return nil, fmt.Errorf("journal: field of %d bytes is over the limit of %d", len(data.Payload), limit)
 		}
 		return data.Payload, nil
 	case objectCompressedZSTD:
 		if d.zstd == nil {
-			z, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(max)))
+			z, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(limit)))
 			if err != nil {
 				return nil, fmt.Errorf("journal: zstd: %w", err)
 			}
@@ -49,24 +49,33 @@ func (d *decompressor) decompress(data Data, max int, dst []byte) ([]byte, error
 		if err != nil {
 			return nil, fmt.Errorf("journal: zstd: %w", err)
 		}
-		if len(out) > max {
-			return nil, fmt.Errorf("journal: field of %d bytes is over the limit of %d", len(out), max)
+		if len(out) > limit {
+			return nil, fmt.Errorf("journal: field of %d bytes is over the limit of %d", len(out), limit)
 		}
 		return out, nil
 	case objectCompressedLZ4:
-		return decodeLZ4(data.Payload, max, dst)
+		return decodeLZ4(data.Payload, limit, dst)
 	case objectCompressedXZ:
-		r, err := xz.NewReader(bytes.NewReader(data.Payload))
+		// The decoder allocates the dictionary the stream asks for: refuse
+		// one larger than any field may be, so bad data cannot ask for GiBs.
+		dict, err := xzDictSize(data.Payload)
+		if err != nil {
+			return nil, err
+		}
+		if dict > uint64(max(limit, 8<<20)) {
+			return nil, fmt.Errorf("journal: xz: dictionary of %d bytes is over the limit", dict)
+		}
+		r, err := xz.ReaderConfig{SingleStream: true}.NewReader(bytes.NewReader(data.Payload))
 		if err != nil {
 			return nil, fmt.Errorf("journal: xz: %w", err)
 		}
 		buf := bytes.NewBuffer(dst[:0])
-		n, err := io.Copy(buf, io.LimitReader(r, int64(max)+1))
+		n, err := io.Copy(buf, io.LimitReader(r, int64(limit)+1))
 		if err != nil {
 			return nil, fmt.Errorf("journal: xz: %w", err)
 		}
-		if n > int64(max) {
-			return nil, fmt.Errorf("journal: field over the limit of %d bytes", max)
+		if n > int64(limit) {
+			return nil, fmt.Errorf("journal: field over the limit of %d bytes", limit)
 		}
 		return buf.Bytes(), nil
 	}
@@ -148,4 +157,57 @@ func decodeLZ4(src []byte, max int, dst []byte) ([]byte, error) {
 		return nil, errLZ4
 	}
 	return out, nil
+}
+
+// xzDictSize reads the LZMA2 dictionary size of an xz stream's first block
+// (journald writes one block with the LZMA2 filter alone).
+func xzDictSize(b []byte) (uint64, error) {
+	errXZ := errors.New("journal: xz: not a stream journald writes")
+	const streamHeader = 12
+	if len(b) < streamHeader+2 || string(b[:6]) != "\xfd7zXZ\x00" {
+		return 0, errXZ
+	}
+	hdr := b[streamHeader:]
+	size := (int(hdr[0]) + 1) * 4
+	if hdr[0] == 0 || size > len(hdr) {
+		return 0, errXZ
+	}
+	hdr = hdr[:size]
+	flags := hdr[1]
+	i := 2
+	varint := func() (uint64, bool) {
+		var v uint64
+		for k := 0; k < 9 && i < len(hdr); k++ {
+			c := hdr[i]
+			i++
+			v |= uint64(c&0x7f) << (7 * k)
+			if c&0x80 == 0 {
+				return v, true
+			}
+		}
+		return 0, false
+	}
+	for _, present := range []bool{flags&0x40 != 0, flags&0x80 != 0} { // sizes
+		if present {
+			if _, ok := varint(); !ok {
+				return 0, errXZ
+			}
+		}
+	}
+	if flags&0x03 != 0 { // more than one filter
+		return 0, errXZ
+	}
+	id, ok1 := varint()
+	n, ok2 := varint()
+	if !ok1 || !ok2 || id != 0x21 || n != 1 || i >= len(hdr) {
+		return 0, errXZ
+	}
+	d := hdr[i]
+	switch {
+	case d > 40:
+		return 0, errXZ
+	case d == 40:
+		return 0xffffffff, nil
+	}
+	return uint64(2|d&1) << (d/2 + 11), nil
 }

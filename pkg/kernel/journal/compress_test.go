@@ -83,6 +83,17 @@ func TestDecompressXZFromTool(t *testing.T) {
 	if _, err := d.decompress(Data{Flags: objectCompressedXZ, Payload: payload[:len(payload)/2]}, DefaultMaxFieldSize, nil); err == nil {
 		t.Error("xz cut in half: no error")
 	}
+	// A stream asking for a huge dictionary is refused before decoding.
+	huge := compressWith(t, "xz", []string{"-c", "--lzma2=preset=1,dict=1536MiB"}, field)
+	if dict, err := xzDictSize(huge); err != nil || dict != 1536<<20 {
+		t.Fatalf("dictionary size %d, %v", dict, err)
+	}
+	if _, err := d.decompress(Data{Flags: objectCompressedXZ, Payload: huge}, 1<<20, nil); err == nil || !strings.Contains(err.Error(), "dictionary") {
+		t.Errorf("huge dictionary: %v", err)
+	}
+	if dict, err := xzDictSize(payload); err != nil || dict != 8<<20 {
+		t.Errorf("default preset: dictionary size %d, %v; want 8 MiB", dict, err)
+	}
 }
 
 func TestDecompressZSTDFromTool(t *testing.T) {
