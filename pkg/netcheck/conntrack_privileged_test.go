@@ -22,8 +22,10 @@ import (
 
 // conntrackNS is a throwaway namespace whose conntrack table holds exactly
 // the entries the test made: UDP datagrams to its veth peer in a second
-// namespace, each to another port.
-func conntrackNS(t *testing.T, flows int) *testnetns.NS {
+// namespace, each to another port. With invalid, a TCP connection to the
+// peer first loses its entry (conntrack -F, in that namespace) while
+// nf_conntrack_tcp_loose is 0 there, so its next packets count as invalid.
+func conntrackNS(t *testing.T, flows int, invalid bool) *testnetns.NS {
 	t.Helper()
 	a, b := testnetns.New(t), testnetns.New(t)
 	a.Exec(t, "ip", "link", "add", "ct0", "type", "veth", "peer", "name", "ct1", "netns", b.Name)
@@ -34,6 +36,16 @@ func conntrackNS(t *testing.T, flows int) *testnetns.NS {
 	// The kernel tracks connections in a namespace only once a rule there
 	// needs conntrack.
 	a.Exec(t, "nft", "add table ip ndct; add chain ip ndct out { type filter hook output priority 0 ; } ; add rule ip ndct out ct state new counter")
+	if invalid {
+		a.Sysctl(t, "net.netfilter.nf_conntrack_tcp_loose", "0")
+		ln := exec.Command("ip", "netns", "exec", b.Name, "busybox", "nc", "-l", "-p", "5000")
+		if err := ln.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = ln.Process.Kill(); _ = ln.Wait() })
+		a.Exec(t, "bash", "-c", `for i in 1 2 3 4 5 6 7 8 9 10; do exec 3<>/dev/tcp/10.99.0.2/5000 && break; sleep 0.1; done
+echo a >&3; conntrack -F; echo b >&3; sleep 0.2; exec 3>&-; sleep 0.3`)
+	}
 	a.Exec(t, "bash", "-c", fmt.Sprintf(`for p in $(seq 40001 %d); do echo x > /dev/udp/10.99.0.2/$p; done`, 40000+flows))
 	return a
 }
@@ -48,7 +60,7 @@ func nsFile(t *testing.T, ns *testnetns.NS, path string) []byte {
 // entry count known from the traffic the test sent.
 func TestPrivilegedCtnetlinkMatchesProcfs(t *testing.T) {
 	const flows = 37
-	ns := conntrackNS(t, flows)
+	ns := conntrackNS(t, flows, true)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cpus, glob, err := Ctnetlink{NS: ns.Handle}.raw(ctx)
@@ -70,6 +82,9 @@ func TestPrivilegedCtnetlinkMatchesProcfs(t *testing.T) {
 	}
 	if nl.Entries != flows || proc.Entries != flows {
 		t.Fatalf("entries: ctnetlink %d, procfs %d, want %d (one per datagram port)", nl.Entries, proc.Entries, flows)
+	}
+	if nl.Invalid == 0 {
+		t.Fatalf("invalid = 0: the packets after the flush should count (%+v)", nl)
 	}
 	if nl.Max != maxv {
 		t.Fatalf("max: ctnetlink %d, nf_conntrack_max %d", nl.Max, maxv)
@@ -134,7 +149,7 @@ func kernelRelease() string {
 // without CONFIG_NF_CONNTRACK_PROCFS) and real ctnetlink.
 func TestPrivilegedConntrackWithoutProcfsStat(t *testing.T) {
 	const flows = 12
-	ns := conntrackNS(t, flows)
+	ns := conntrackNS(t, flows, false)
 	fsys := fstest.MapFS{
 		"proc/sys/net/netfilter/nf_conntrack_count": {Data: nsFile(t, ns, "/proc/sys/net/netfilter/nf_conntrack_count")},
 		"proc/sys/net/netfilter/nf_conntrack_max":   {Data: nsFile(t, ns, "/proc/sys/net/netfilter/nf_conntrack_max")},
