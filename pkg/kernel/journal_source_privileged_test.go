@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -311,5 +312,56 @@ func TestPrivilegedJournaldCheck(t *testing.T) {
 	}
 	if st := c.Stats()["kubelet-monitor"]; st.Lines != 2 || st.ParseErrors != 0 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestPrivilegedJournalSourceMergesUserFiles has the real journald split
+// entries into system.journal and user-1000.journal (persistent storage);
+// the source hands them over merged in time order, as journalctl shows.
+func TestPrivilegedJournalSourceMergesUserFiles(t *testing.T) {
+	journaltest.Skip(t)
+	for _, tool := range []string{"setpriv", "logger"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("no %s here to log as another user: %v", tool, err)
+		}
+	}
+	j := journaltest.Start(t, journaltest.Options{Compact: true, Persistent: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ident := fmt.Sprintf("ndident%08x", rand.Uint32())
+	start := time.Now()
+	var want []string
+	for i := range 6 {
+		uid := 0
+		if i%2 == 1 {
+			uid = 1000
+		}
+		msg := fmt.Sprintf("line %d from uid %d", i, uid)
+		if err := j.LogAs(ctx, uid, ident, msg); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, msg)
+	}
+	if err := j.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(j.Dir, "user-1000.journal")); err != nil {
+		t.Fatalf("journald did not split the user's entries: %v", err)
+	}
+	src := &JournalSource{FS: os.DirFS("/"), Dirs: []string{"var/log/journal"}, Namespace: j.Namespace,
+		Identifiers: []string{ident}, Clock: clock.RealClock{}}
+	var sink collectSink
+	if err := src.Read(ctx, start, false, &sink); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(sink.texts, want) {
+		t.Errorf("read %q\nwant %q", sink.texts, want)
+	}
+	out, err := j.Journalctl(ctx, "-o", "json", "--all")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if oracle := goldenJournal(t, out, byIdentifier(ident)); !slices.Equal(linesOf(&sink), oracle) {
+		t.Errorf("read %v\njournalctl %v", linesOf(&sink), oracle)
 	}
 }

@@ -34,9 +34,12 @@ const (
 type Options struct {
 	// Compact false writes regular (non-compact) files.
 	Compact bool
-	// MaxFileSize bounds each file (RuntimeMaxFileSize), so files stay
-	// small; empty means 1M.
+	// MaxFileSize bounds each file, so files stay small; empty means 1M.
 	MaxFileSize string
+	// Persistent stores under /var/log/journal/<machine-id>.<ns>/, where
+	// journald also splits users' entries into user-<uid>.journal files;
+	// otherwise volatile, under /run/log/journal.
+	Persistent bool
 }
 
 // Journald is a running namespaced journald.
@@ -48,11 +51,15 @@ type Journald struct {
 	Socket string
 	cmd    *exec.Cmd
 	conf   string
-	// madeRunJournal says journald created /run/log/journal for this test.
-	madeRunJournal bool
+	// madeRunJournal and madeVarJournal say journald created
+	// /run/log/journal or /var/log/journal for this test.
+	madeRunJournal, madeVarJournal bool
 }
 
-const runJournal = "/run/log/journal"
+const (
+	runJournal = "/run/log/journal"
+	varJournal = "/var/log/journal"
+)
 
 // Skip skips the test unless journald can be run here.
 func Skip(t testing.TB) {
@@ -88,14 +95,22 @@ func Start(t testing.TB, o Options) *Journald {
 	if _, err := os.Stat(runJournal); errors.Is(err, fs.ErrNotExist) {
 		j.madeRunJournal = true
 	}
+	if _, err := os.Stat(varJournal); errors.Is(err, fs.ErrNotExist) {
+		j.madeVarJournal = true
+	}
 	j.Dir = filepath.Join(runJournal, j.MachineID+"."+ns)
+	storage := "Storage=volatile\nRuntimeMaxFileSize="
+	if o.Persistent {
+		j.Dir = filepath.Join(varJournal, j.MachineID+"."+ns)
+		storage = "Storage=persistent\nSystemMaxFileSize="
+	}
 	t.Cleanup(j.stop)
 	size := o.MaxFileSize
 	if size == "" {
 		size = "1M"
 	}
-	conf := fmt.Sprintf("[Journal]\nStorage=volatile\nRuntimeMaxFileSize=%s\nRateLimitBurst=0\n"+
-		"ForwardToSyslog=no\nForwardToKMsg=no\nForwardToConsole=no\nForwardToWall=no\nAudit=no\n", size)
+	conf := fmt.Sprintf("[Journal]\n%s%s\nRateLimitBurst=0\n"+
+		"ForwardToSyslog=no\nForwardToKMsg=no\nForwardToConsole=no\nForwardToWall=no\nAudit=no\n", storage, size)
 	// journald reads a namespace's settings from /etc/systemd/journald@<ns>.conf
 	// and from drop-ins, which may live under /run.
 	if err := os.MkdirAll(j.conf, 0o755); err != nil {
@@ -141,9 +156,14 @@ func (j *Journald) stop() {
 	os.RemoveAll(j.conf)
 	os.RemoveAll("/run/systemd/journal." + j.Namespace)
 	os.RemoveAll(j.Dir)
-	os.RemoveAll(filepath.Join("/var/log/journal", j.MachineID+"."+j.Namespace))
+	os.RemoveAll(filepath.Join(varJournal, j.MachineID+"."+j.Namespace))
+	os.RemoveAll(filepath.Join(runJournal, j.MachineID+"."+j.Namespace))
+	// Only if empty: another test may use them.
 	if j.madeRunJournal {
-		os.Remove(runJournal) // only if empty: another test may use it
+		os.Remove(runJournal)
+	}
+	if j.madeVarJournal {
+		os.Remove(varJournal)
 	}
 }
 
@@ -207,4 +227,17 @@ func (j *Journald) Files() ([]string, error) {
 		err = errors.New("no journal files in " + j.Dir)
 	}
 	return m, err
+}
+
+// LogAs writes msg with identifier ident through journald's syslog socket
+// from a process running as uid (util-linux's setpriv and logger), so that
+// journald files it under that user.
+func (j *Journald) LogAs(ctx context.Context, uid int, ident, msg string) error {
+	id := fmt.Sprint(uid)
+	cmd := exec.CommandContext(ctx, "setpriv", "--reuid="+id, "--regid="+id, "--clear-groups",
+		"logger", "-u", "/run/systemd/journal."+j.Namespace+"/dev-log", "-t", ident, msg)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("logger as uid %d: %w: %s", uid, err, out)
+	}
+	return nil
 }
