@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,10 +38,13 @@ func (f *fakeIPVSNode) DummyAddrs(context.Context) ([]string, bool, error) {
 func (f *fakeIPVSNode) IPSets(context.Context) (map[string]IPSet, error) { return f.sets, nil }
 
 func ipvsVS(ip string, proto uint16, port uint16, dests ...string) IPVSVirtual {
-	v := IPVSVirtual{Service: ipvs.Service{Address: netip.MustParseAddr(ip).AsSlice(), Protocol: proto, Port: port, SchedName: "rr", Netmask: 0xffffffff}}
+	// As kube-proxy's proxier sets them: round robin, a host netmask,
+	// weight 1 for serving endpoints (0 for terminating ones).
+	v := IPVSVirtual{Service: ipvs.Service{AddressFamily: syscall.AF_INET, Address: netip.MustParseAddr(ip).AsSlice(), Protocol: proto, Port: port,
+		SchedName: "rr", Netmask: 0xffffffff}}
 	for _, d := range dests {
 		ap := netip.MustParseAddrPort(d)
-		v.Destinations = append(v.Destinations, ipvs.Destination{Address: ap.Addr().AsSlice(), Port: ap.Port(), Weight: 1})
+		v.Destinations = append(v.Destinations, ipvs.Destination{AddressFamily: syscall.AF_INET, Address: ap.Addr().AsSlice(), Port: ap.Port(), Weight: 1})
 	}
 	return v
 }
@@ -110,6 +114,9 @@ func problems(f []check.Finding) map[string][]string {
 func TestIPVSNodeMatchesAPI(t *testing.T) {
 	st := kubeProxyIPVSState()
 	st.dummy = append(st.dummy, "fe80::b0c1:2ff:fe03:405") // the link is up
+	// A pod that is going away drains with weight 0: not an endpoint.
+	st.vs[4].Destinations = append(st.vs[4].Destinations, ipvs.Destination{AddressFamily: syscall.AF_INET,
+		Address: netip.MustParseAddr("10.244.0.7").AsSlice(), Port: 8080, Weight: 0})
 	f := runIPVS(t, st)
 	if p := problems(f); len(p) != 0 {
 		t.Fatalf("healthy node: %v", p)
