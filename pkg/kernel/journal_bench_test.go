@@ -30,7 +30,7 @@ func BenchmarkJournalPollIdle(b *testing.B) {
 	r := newJournalReader(src, time.Time{})
 	defer r.close()
 	var sink discardSink
-	if err := r.poll(&sink); err != nil || sink.lines != 6 {
+	if err := r.poll(context.Background(), &sink); err != nil || sink.lines != 6 {
 		b.Fatalf("first poll: %v, %d lines", err, sink.lines)
 	}
 	b.ReportAllocs()
@@ -38,7 +38,7 @@ func BenchmarkJournalPollIdle(b *testing.B) {
 	defer runtime.UnlockOSThread()
 	cpu0 := threadCPU(b)
 	for b.Loop() {
-		if err := r.poll(&sink); err != nil {
+		if err := r.poll(context.Background(), &sink); err != nil {
 			b.Fatal(err)
 		}
 	}

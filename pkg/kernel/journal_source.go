@@ -87,7 +87,7 @@ func (s *JournalSource) Read(ctx context.Context, since time.Time, follow bool, 
 		poll = pollInterval
 	}
 	for {
-		if err := r.poll(sink); err != nil {
+		if err := r.poll(ctx, sink); err != nil {
 			if !follow || !errors.Is(err, fs.ErrNotExist) {
 				return err
 			}
@@ -178,14 +178,21 @@ func (jf *journalFile) close() {
 
 // poll notices new, rotated and deleted files, then hands over every entry
 // added since the last poll, in time order.
-func (r *journalReader) poll(sink Sink) error {
+func (r *journalReader) poll(ctx context.Context, sink Sink) error {
 	scanErr := r.scan()
-	for _, jf := range r.files {
+	for k, jf := range r.files {
 		if err := r.refresh(jf); err != nil {
+			// E.g. replaced under the same inode: open it again.
 			r.warn(jf.path, err)
+			jf.close()
+			delete(r.files, k)
+			clear(r.dirs)
 		}
 	}
-	for {
+	for n := 0; ; n++ {
+		if n%1024 == 1023 && ctx.Err() != nil {
+			return ctx.Err()
+		}
 		var next *journalFile
 		for _, jf := range r.files {
 			r.fill(jf, sink)
