@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
@@ -22,9 +23,20 @@ func (d *discardSink) HandleParseError() { d.bad++ }
 func (d *discardSink) HandleCaughtUp()   {}
 
 // BenchmarkJournalPollIdle is what following costs while nothing is
-// written: two journal files, read to the end once before.
+// written: two journal files read to the end once before, one archived
+// (closed after that) and one marked online, as system.journal is, whose
+// header is checked on every poll.
 func BenchmarkJournalPollIdle(b *testing.B) {
 	root := journalRoot(b)
+	online := filepath.Join(root, "run/log/journal/3d1219c7c4c5404aaa1f6d2a48adfda4/system.journal")
+	f, err := os.OpenFile(online, os.O_WRONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{1}, 16); err != nil { // header state: online
+		b.Fatal(err)
+	}
+	f.Close()
 	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 23, 18, 0, 0, 0, time.UTC))
 	src := &JournalSource{FS: os.DirFS(root), Identifiers: []string{"ndtest"}, Clock: clk}
 	r := newJournalReader(src, time.Time{})

@@ -139,6 +139,8 @@ type journalFile struct {
 	pending  bool
 	nEntries uint64
 	tailSeq  uint64
+	// done files are closed: archived and read, or deleted.
+	done bool
 }
 
 func newJournalReader(s *JournalSource, since time.Time) *journalReader {
@@ -172,8 +174,19 @@ func (r *journalReader) close() {
 }
 
 func (jf *journalFile) close() {
+	if jf.done {
+		return
+	}
 	jf.f.Close()
 	jf.fh.Close()
+	jf.done = true
+}
+
+// finished says the file is archived (journald will not write it again)
+// and read to its end, so it can be closed; it stays known by its inode so
+// that it is not read again.
+func (jf *journalFile) finished() bool {
+	return !jf.done && jf.f.Header().State == journal.StateArchived && !jf.pending && jf.head == 0 && jf.retry == 0
 }
 
 // poll notices new, rotated and deleted files, then hands over every entry
@@ -181,6 +194,9 @@ func (jf *journalFile) close() {
 func (r *journalReader) poll(ctx context.Context, sink Sink) error {
 	scanErr := r.scan()
 	for k, jf := range r.files {
+		if jf.done {
+			continue
+		}
 		if err := r.refresh(jf); err != nil {
 			// E.g. replaced under the same inode: open it again.
 			r.warn(jf.path, err)
@@ -195,6 +211,9 @@ func (r *journalReader) poll(ctx context.Context, sink Sink) error {
 		}
 		var next *journalFile
 		for _, jf := range r.files {
+			if jf.done {
+				continue
+			}
 			r.fill(jf, sink)
 			if jf.head == 0 {
 				continue
@@ -210,9 +229,15 @@ func (r *journalReader) poll(ctx context.Context, sink Sink) error {
 		next.head = 0
 	}
 	for _, jf := range r.files {
-		jf.f.Release()
+		if jf.finished() {
+			jf.close()
+		}
+		if !jf.done {
+			jf.f.Release()
+		}
 	}
 	if len(r.files) == 0 && scanErr == nil {
+		// Known files, even closed ones, mean there is a journal.
 		scanErr = fmt.Errorf("journal: no journal files in %s: %w", strings.Join(r.dirList(), ", "), fs.ErrNotExist)
 	}
 	return scanErr
@@ -389,7 +414,9 @@ func (r *journalReader) open(p string) (*journalFile, error) {
 	jf := &journalFile{path: p, fh: fh, f: f, pending: true}
 	h := f.Header()
 	if h.State != journal.StateOnline && h.TailEntryRealtime < r.sinceUs {
-		// Closed before the window: nothing to read, so skip to its end.
+		// Closed before the window: nothing to read, so skip to its end
+		// (an archived one is closed after this poll).
+		jf.pending = false
 		for {
 			off, err := f.Next(&jf.cur)
 			if err != nil || off == 0 {

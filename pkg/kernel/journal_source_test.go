@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -193,5 +194,38 @@ func TestLogCheckerJournalSource(t *testing.T) {
 	src, ok := c.source(set).(*JournalSource)
 	if !ok || !slices.Equal(src.Identifiers, []string{"kubelet"}) || !slices.Equal(src.Dirs, []string{"var/log/journal"}) {
 		t.Fatalf("source = %#v", c.source(set))
+	}
+}
+
+// An archived file is closed once read, and not read again when its
+// directory is listed again.
+func TestJournalSourceClosesArchivedFiles(t *testing.T) {
+	root := journalRoot(t)
+	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 23, 18, 0, 0, 0, time.UTC))
+	src := &JournalSource{FS: os.DirFS(root), Identifiers: []string{"ndtest"}, Clock: clk}
+	r := newJournalReader(src, time.Time{})
+	defer r.close()
+	var sink collectSink
+	for i := range 3 {
+		if err := r.poll(context.Background(), &sink); err != nil {
+			t.Fatal(err)
+		}
+		// A new file in the archived one's directory: listed again.
+		dir := filepath.Join(root, "var/log/journal/3d1219c7c4c5404aaa1f6d2a48adfda4")
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("note%d", i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var done, open int
+	for _, jf := range r.files {
+		if jf.done {
+			done++
+		} else {
+			open++
+		}
+	}
+	// Both fixtures are archived files.
+	if len(sink.lines) != 6 || done != 2 || open != 0 {
+		t.Errorf("lines %d, closed files %d, open %d; want 6, 2, 0", len(sink.lines), done, open)
 	}
 }
