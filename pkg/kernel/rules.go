@@ -217,6 +217,9 @@ func compile(name string, f *ruleFile, npd bool) (*RuleSet, []error) {
 	default:
 		fail("plugin %q: want kmsg, filelog or journald", f.Plugin)
 	}
+	if pc := f.PluginConfig; pc != nil && f.Plugin != PluginJournald && (len(pc.Identifiers) > 0 || len(pc.Units) > 0) {
+		fail("pluginConfig: identifiers and units are for plugin journald")
+	}
 	if f.Lookback != "" {
 		d, err := time.ParseDuration(f.Lookback)
 		if err != nil || d < 0 {

@@ -163,6 +163,7 @@ func TestParseRulesRejectsInvalidRules(t *testing.T) {
 		{"journald.json", `{"plugin":"journald","pluginConfig":{"source":"kubelet","timestamp":"^.{15}","message":"(.*)","timestampFormat":"Jan _2 15:04:05"},"rules":[{"type":"temporary","reason":"A","pattern":"aaa"}]}`,
 			[]string{"journal entries carry their own"}},
 		{"units.yaml", "plugin: journald\npluginConfig: {units: [kubelet.service, 'a/b']}\nrules:\n- {type: temporary, reason: A, pattern: aaa}\n", []string{`pluginConfig.units[1] "a/b"`}},
+		{"kmsgunits.yaml", "pluginConfig: {units: [kubelet]}\nrules:\n- {type: temporary, reason: A, pattern: aaa}\n", []string{"identifiers and units are for plugin journald"}},
 		{"idents.yaml", "plugin: journald\npluginConfig: {identifiers: ['']}\nrules:\n- {type: temporary, reason: A, pattern: aaa}\n", []string{`pluginConfig.identifiers[0] ""`}},
 		{"filelog.json", `{"plugin":"filelog","rules":[{"type":"temporary","reason":"A","pattern":"aaa"}]}`, []string{"logPath: required"}},
 		{"lookback.json", `{"lookback":"five minutes","rules":[{"type":"temporary","reason":"A","pattern":"aaa"}]}`, []string{`lookback "five minutes"`}},
