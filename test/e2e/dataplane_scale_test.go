@@ -40,7 +40,7 @@ import (
 // no pods are needed) and measures one node-doctor verification against
 // iptables-save / nft alone on the same rules, the check's peak RSS without
 // and with the DaemonSet's GOMEMLIMIT, and (iptables mode) the informers'
-// heap. E2E_SCALE_RUN=10m also runs the agent (iptables mode) with its
+// heap. E2E_SCALE_MODE=nftables runs one mode. E2E_SCALE_RUN=10m also runs the agent (iptables mode) with its
 // defaults that long and reports its API requests per hour and RSS. Off unless E2E_SCALE is set:
 //
 //	E2E_SCALE=10000 E2E_SCALE_RUN=10m E2E_RUN=TestDataplaneScale E2E_TIMEOUT=120m make e2e
@@ -52,6 +52,9 @@ func TestDataplaneScale(t *testing.T) {
 	harness.RequireRoot(t)
 	agent := buildAgent(t)
 	for _, mode := range []string{"iptables", "nftables"} {
+		if m := os.Getenv("E2E_SCALE_MODE"); m != "" && m != mode {
+			continue
+		}
 		t.Run(mode, func(t *testing.T) { dataplaneScale(t, mode, agent, n) })
 	}
 }
@@ -146,8 +149,19 @@ func dataplaneScale(t *testing.T, mode, bin string, n int) {
 			alone = d
 		}
 	}
-	t.Logf("%s: %d services x 5 endpoints: node-doctor check (whole process: API list + read + parse + compare) %s, peak RSS %d MiB; rules dump alone %s (%.2fx)",
+	t.Logf("%s: %d services x 5 endpoints: node-doctor check (whole process: API list + read + parse + compare) %s, peak RSS %d MiB (largest of it and the tool it runs); rules dump alone %s (%.2fx)",
 		mode, n, best, rss/1024, alone, float64(best)/float64(alone))
+	var self, tool int64
+	for _, env := range [][]string{nil, {"GOMEMLIMIT=" + manifestGOMEMLIMIT(t)}} {
+		self = agentHWM(ctx, t, env, bin, "check", "-o", "json", "--kubeconfig", c.Kubeconfig, "--node-name", c.NodeName, "--only", "kube-proxy-rules")
+		t.Logf("%s: node-doctor check %v: its own peak RSS (VmHWM) %d MiB", mode, env, self/1024)
+	}
+	if mode == "iptables" {
+		_, _, tool = runTimed(ctx, t, "iptables-nft-save", "-t", "nat")
+	} else {
+		_, _, tool = runTimed(ctx, t, "nft", "-j", "list", "table", "ip", "kube-proxy")
+	}
+	t.Logf("%s: the rules tool alone: peak RSS %d MiB", mode, tool/1024)
 
 	// The same with the DaemonSet's GOMEMLIMIT, as it runs in a cluster.
 	limit := manifestGOMEMLIMIT(t)
@@ -358,6 +372,30 @@ func createScaleService(ctx context.Context, cs kubernetes.Interface, ns string,
 		return fmt.Errorf("create endpointslice %s: %w", name, err)
 	}
 	return nil
+}
+
+// agentHWM runs a command and returns its own peak RSS (KiB), polled from
+// /proc (wait4 reports the largest of it and its children).
+func agentHWM(ctx context.Context, t *testing.T, env []string, name string, args ...string) int64 {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	var hwm int64
+	for {
+		select {
+		case <-done:
+			return hwm
+		case <-time.After(10 * time.Millisecond):
+			// VmHWM only grows: the last read before exit is the peak.
+			hwm = max(hwm, vmHWM(cmd.Process.Pid))
+		}
+	}
 }
 
 // runTimed runs a command and returns its stdout, wall time and peak RSS (KiB).
