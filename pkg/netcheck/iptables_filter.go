@@ -2,8 +2,10 @@ package netcheck
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -31,8 +33,13 @@ func IPTablesBackends(d KubeProxyDeps) check.Definition {
 				t := &IPTables{Tables: map[string]*IPTTable{}}
 				for _, table := range []string{"nat", "filter", "mangle"} {
 					if err := d.IPTables.Save(ctx, be, false, table, t); err != nil {
-						if be == BackendLegacy {
+						if be == BackendLegacy && errors.Is(err, exec.ErrNotFound) {
 							break // legacy tools missing: nothing can be there
+						}
+						if be == BackendLegacy {
+							// Not reading it would hide chains there; in a
+							// container this needs CAP_NET_RAW.
+							return nil, fmt.Errorf("reading the legacy iptables backend: %w", err)
 						}
 						return nil, err
 					}
