@@ -448,12 +448,13 @@ func (a *metricsAgent) waitStatus(t *testing.T, chk, want string, max time.Durat
 	})
 }
 
-// reasons returns the reasons of chk's warning and problem findings.
+// reasons returns the reasons of chk's warning and problem findings (the
+// gauge counts the findings with each reason).
 func reasons(m map[string]float64, chk string) []string {
 	prefix := fmt.Sprintf("node_doctor_findings{check=%q,", chk)
 	var out []string
 	for k, v := range m {
-		if v == 1 && strings.HasPrefix(k, prefix) {
+		if v > 0 && strings.HasPrefix(k, prefix) {
 			if i := strings.Index(k, `reason="`); i >= 0 {
 				out = append(out, strings.SplitN(k[i+len(`reason="`):], `"`, 2)[0])
 			}
