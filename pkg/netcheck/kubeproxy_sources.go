@@ -92,7 +92,7 @@ func (e ExecIPTablesSaver) Save(ctx context.Context, backend string, ipv6 bool, 
 		return nil
 	}
 	args := append(append([]string{}, e.Prefix...), bin, "-t", table)
-	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd := readerCommand(ctx, args[0], args[1:]...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -102,6 +102,7 @@ func (e ExecIPTablesSaver) Save(ctx context.Context, backend string, ipv6 bool, 
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("%s: %w", bin, err)
 	}
+	defer closeOnDone(ctx, out)()
 	perr := parseIPTablesSaveInto(out, into)
 	if perr != nil {
 		_, _ = io.Copy(io.Discard, out)
@@ -142,7 +143,7 @@ type ExecNFT struct{}
 
 // ListTable runs `nft -j list table FAMILY TABLE`, streaming into the parser.
 func (ExecNFT) ListTable(ctx context.Context, family, table string, into *NFTTable) (bool, error) {
-	cmd := exec.CommandContext(ctx, "nft", "-j", "list", "table", family, table)
+	cmd := readerCommand(ctx, "nft", "-j", "list", "table", family, table)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -155,6 +156,7 @@ func (ExecNFT) ListTable(ctx context.Context, family, table string, into *NFTTab
 		}
 		return false, fmt.Errorf("nft: %w", err)
 	}
+	defer closeOnDone(ctx, out)()
 	// An absent table prints nothing: the parser's error is the exit's.
 	perr := parseNFTJSONInto(out, into)
 	_, _ = io.Copy(io.Discard, out)
@@ -276,4 +278,18 @@ func ParseKubeProxyMetrics(r io.Reader) (KubeProxySync, error) {
 		return s, fmt.Errorf("kube-proxy: read metrics: %w", err)
 	}
 	return s, nil
+}
+
+// readerCommand is a command whose pipes Wait gives up on a second after
+// it is killed, even if a child of it still holds them.
+func readerCommand(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.WaitDelay = time.Second
+	return cmd
+}
+
+// closeOnDone closes a command's stdout when ctx ends, so a parser blocked
+// on a pipe that a leftover child keeps open returns.
+func closeOnDone(ctx context.Context, out io.Closer) (stop func() bool) {
+	return context.AfterFunc(ctx, func() { _ = out.Close() })
 }
