@@ -260,7 +260,9 @@ func FuzzParseIPTablesSave(f *testing.F) {
 }
 
 func FuzzParseNFTJSON(f *testing.F) {
-	for _, n := range []string{"nft-ip-kube-proxy.json", "nft-ip6-kube-proxy.json"} {
+	// A small cut of real output: the fuzzer gets nowhere in a short run
+	// from the 15 KB captures.
+	for _, n := range []string{"nft-ip-kube-proxy-small.json"} {
 		b, err := os.ReadFile(filepath.Join(kpData, n))
 		if err != nil {
 			f.Fatal(err)
