@@ -289,11 +289,17 @@ func joinMessages(msgs []string) string {
 }
 
 // sameConditions reports whether every condition in a is already in b as a
-// person sees it: status, reason, message.
+// person sees it: status, reason, and the message of a problem. A healthy
+// condition's message (e.g. how many service ports were verified) changes
+// with the cluster, not the node: it waits for the next heartbeat, or every
+// node would patch its status on every Service change.
 func sameConditions(a, b map[string]corev1.NodeCondition) bool {
 	for t, x := range a {
 		y, ok := b[t]
-		if !ok || x.Status != y.Status || x.Reason != y.Reason || x.Message != y.Message {
+		if !ok || x.Status != y.Status || x.Reason != y.Reason {
+			return false
+		}
+		if x.Status != corev1.ConditionFalse && x.Message != y.Message {
 			return false
 		}
 	}

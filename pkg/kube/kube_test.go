@@ -262,3 +262,23 @@ func TestRESTConfigNoCluster(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestSameConditionsHealthyMessageWaits(t *testing.T) {
+	cond := func(s corev1.ConditionStatus, reason, msg string) map[string]corev1.NodeCondition {
+		return map[string]corev1.NodeCondition{"KubeProxyRulesProblem": {Type: "KubeProxyRulesProblem", Status: s, Reason: reason, Message: msg}}
+	}
+	onNode := cond(corev1.ConditionFalse, "RulesMatchAPI", "match the API for 10 service ports")
+	if !sameConditions(cond(corev1.ConditionFalse, "RulesMatchAPI", "match the API for 11 service ports"), onNode) {
+		t.Error("a healthy condition's new message alone forced a write before the heartbeat")
+	}
+	if sameConditions(cond(corev1.ConditionFalse, "ServicePortsVerified", "match the API for 10 service ports"), onNode) {
+		t.Error("a new reason was not written")
+	}
+	if sameConditions(cond(corev1.ConditionTrue, "RulesMatchAPI", "match the API for 10 service ports"), onNode) {
+		t.Error("a new status was not written")
+	}
+	problem := cond(corev1.ConditionTrue, "EndpointMissing", "default/a:80 misses 10.244.0.5")
+	if sameConditions(cond(corev1.ConditionTrue, "EndpointMissing", "default/b:80 misses 10.244.0.6"), problem) {
+		t.Error("a problem's new message was not written")
+	}
+}
