@@ -2,16 +2,18 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/node-doctor/node-doctor/internal/testmetrics"
 )
 
 // floodRules watch one log file: a permanent condition with a recovery line,
@@ -121,7 +123,7 @@ func TestRunLogFileFloodAndRecreate(t *testing.T) {
 	}
 	metrics := func() map[string]float64 {
 		t.Helper()
-		m, err := scrapeMetrics(base)
+		m, err := testmetrics.Scrape(context.Background(), &http.Client{Timeout: 5 * time.Second}, base)
 		if err != nil {
 			t.Fatalf("scrape: %v", err)
 		}
@@ -212,31 +214,4 @@ func TestRunLogFileFloodAndRecreate(t *testing.T) {
 	if st := metrics()[`node_doctor_check_status{check="kernel-log",status="error"}`]; st == 1 {
 		t.Error("kernel-log could not run after the file was recreated")
 	}
-}
-
-// scrapeMetrics returns every sample of a /metrics page by series.
-func scrapeMetrics(url string) (map[string]float64, error) {
-	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		if l == "" || l[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(l, ' ')
-		if i < 0 {
-			continue
-		}
-		if v, err := strconv.ParseFloat(l[i+1:], 64); err == nil {
-			out[l[:i]] = v
-		}
-	}
-	return out, sc.Err()
 }

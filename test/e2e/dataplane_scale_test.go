@@ -3,13 +3,11 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,6 +29,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/node-doctor/node-doctor/internal/testmetrics"
 	"github.com/node-doctor/node-doctor/pkg/kube"
 	"github.com/node-doctor/node-doctor/test/harness"
 )
@@ -266,7 +265,7 @@ func scaleSteadyState(ctx context.Context, t *testing.T, c *harness.Cluster, bin
 	var maxRSS float64
 	for time.Since(start) < d {
 		time.Sleep(15 * time.Second)
-		m, err := scrapeMetrics(ctx, "http://"+addr+"/metrics")
+		m, err := testmetrics.Scrape(ctx, nil, "http://"+addr+"/metrics")
 		if err != nil {
 			t.Logf("scrape: %v", err)
 			continue
@@ -299,38 +298,6 @@ func scaleSteadyState(ctx context.Context, t *testing.T, c *harness.Cluster, bin
 	t.Logf("%s: agent run for %s (GOMEMLIMIT=%s): API requests after the first minute: %.0f in %s = %.0f per hour; RSS max %.0f MiB (scraped every 15 s), VmHWM %d MiB; last verification %.2f s",
 		mode, d, limit, total, window.Round(time.Second), total/window.Hours(), maxRSS/(1<<20), hwm/1024,
 		last["node_doctor_kubeproxy_verification_duration_seconds"])
-}
-
-// scrapeMetrics reads a Prometheus text page into "name{labels}" -> value.
-func scrapeMetrics(ctx context.Context, url string) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		out[line[:i]] = v
-	}
-	return out, sc.Err()
 }
 
 // vmHWM is a process's peak RSS in KiB from /proc.

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/node-doctor/node-doctor/internal/testmetrics"
 	"github.com/node-doctor/node-doctor/pkg/check"
 	"github.com/node-doctor/node-doctor/pkg/cri"
 	"github.com/node-doctor/node-doctor/test/harness"
@@ -399,30 +399,7 @@ func startMetricsAgent(t *testing.T, bin string, checks []string, interval, time
 
 // scrape returns every sample line of /metrics by series.
 func (a *metricsAgent) scrape() (map[string]float64, error) {
-	resp, err := a.http.Get(a.url)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		if l == "" || l[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(l, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(l[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		out[l[:i]] = v
-	}
-	return out, sc.Err()
+	return testmetrics.Scrape(context.Background(), a.http, a.url)
 }
 
 func (a *metricsAgent) status(t *testing.T, chk string) (string, map[string]float64) {
