@@ -1,7 +1,7 @@
 # Real-node end-to-end targets. Included by the main Makefile.
 # Everything built or cached goes under _output/ (git-ignored).
 
-E2E_TIMEOUT    ?= 40m
+E2E_TIMEOUT    ?= 60m
 E2E_PROXY_MODE ?= iptables
 E2E_RUN        ?= .
 E2E_GO         ?= $(if $(GO),$(GO),go)
