@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/node-doctor/node-doctor/pkg/checks"
 	"github.com/node-doctor/node-doctor/test/harness"
 )
 
@@ -329,7 +331,7 @@ func TestKubeReporting(t *testing.T) {
 
 	// Disable the checks that drive it: the condition is removed.
 	agent.stop(t)
-	startAgent(t, c, bin, "--skip", "ip-forward,bridge-netfilter,hairpin,cri-network-ready,forward-policy")
+	startAgent(t, c, bin, "--skip", strings.Join(checksDriving("NetworkConfigProblem"), ","))
 	waitFor(t, "NetworkConfigProblem removed", 60*time.Second, func() (bool, string) {
 		cond := condition(ctx, t, c, "NetworkConfigProblem")
 		return cond == nil, condString(cond)
@@ -378,4 +380,15 @@ func TestKubeReportingAPIServerAway(t *testing.T) {
 		evs := nodeEvents(ctx, t, c, "HairpinModeOff")
 		return len(evs) == 1, fmt.Sprintf("%d events", len(evs))
 	})
+}
+
+// checksDriving names the registered checks that drive a condition type.
+func checksDriving(condition string) []string {
+	var out []string
+	for _, d := range checks.All(checks.Deps{}) {
+		if slices.Contains(d.ConditionTypes(), condition) {
+			out = append(out, d.Name)
+		}
+	}
+	return out
 }
