@@ -511,31 +511,9 @@ func TestDeployDaemonSet(t *testing.T) {
 	defer stopBinding()
 	bindPods(bindCtx, t, c)
 	applied := time.Now()
-	out, err = kubectl(ctx, c.Kubeconfig, "apply", "-k", overlay)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("kubectl apply -k:\n%s", out)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if out, err := kubectl(ctx, c.Kubeconfig, "delete", "-k", overlay, "--wait=true", "--timeout=90s"); err != nil {
-			t.Logf("uninstall: %v\n%s", err, out)
-		}
-	})
-
-	var pod *corev1.Pod
-	waitFor(t, "the DaemonSet's pod", 60*time.Second, func() (bool, string) {
-		pod = agentPod(ctx, t, c)
-		return pod != nil, "no pod"
-	})
+	pod := installAgent(ctx, t, c, overlay)
 	if len(pod.OwnerReferences) == 0 || pod.OwnerReferences[0].Kind != "DaemonSet" {
 		t.Errorf("agent pod %s is not owned by the DaemonSet: %v", pod.Name, pod.OwnerReferences)
-	}
-	pod, err = c.WaitForPod(ctx, deployNS, pod.Name, 3*time.Minute, harness.PodRunningReady)
-	if err != nil {
-		t.Logf("agent log:\n%s", podLog(t, c, pod))
-		t.Fatal(err)
 	}
 	t.Logf("agent pod %s Ready %s after apply", pod.Name, time.Since(applied).Round(time.Second))
 	ds, err := c.Client.AppsV1().DaemonSets(deployNS).Get(ctx, "node-doctor", metav1.GetOptions{})
@@ -746,4 +724,33 @@ func measureAgent(t *testing.T, dur time.Duration) {
 	avgCPU := (prev - start) / clkTck / prevT.Sub(t0).Seconds() * 1000
 	t.Logf("measure: over %s: CPU avg %.1fm, max over 10s %.1fm; RSS avg %.1f MiB, max %.1f MiB; cgroup working set max %.1f MiB",
 		prevT.Sub(t0).Round(time.Second), avgCPU, maxCPU, sumRSS/float64(n), maxRSS, maxWS)
+}
+
+// installAgent applies a kustomize overlay, removes it when the test ends,
+// and returns the DaemonSet's pod once it is Ready.
+func installAgent(ctx context.Context, t *testing.T, c *harness.Cluster, overlay string) *corev1.Pod {
+	t.Helper()
+	out, err := kubectl(ctx, c.Kubeconfig, "apply", "-k", overlay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("kubectl apply -k %s:\n%s", overlay, out)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if out, err := kubectl(ctx, c.Kubeconfig, "delete", "-k", overlay, "--wait=true", "--timeout=90s"); err != nil {
+			t.Logf("uninstall: %v\n%s", err, out)
+		}
+	})
+	var pod *corev1.Pod
+	waitFor(t, "the DaemonSet's pod", 60*time.Second, func() (bool, string) {
+		pod = agentPod(ctx, t, c)
+		return pod != nil, "no pod"
+	})
+	ready, err := c.WaitForPod(ctx, deployNS, pod.Name, 3*time.Minute, harness.PodRunningReady)
+	if err != nil {
+		t.Logf("agent log:\n%s", podLog(t, c, pod))
+		t.Fatal(err)
+	}
+	return ready
 }

@@ -258,28 +258,7 @@ func TestDeployUnprivileged(t *testing.T) {
 	bindCtx, stopBinding := context.WithCancel(ctx)
 	defer stopBinding()
 	bindPods(bindCtx, t, c)
-	out, err := kubectl(ctx, c.Kubeconfig, "apply", "-k", overlay)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("kubectl apply -k (unprivileged):\n%s", out)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if out, err := kubectl(ctx, c.Kubeconfig, "delete", "-k", overlay, "--wait=true", "--timeout=90s"); err != nil {
-			t.Logf("uninstall: %v\n%s", err, out)
-		}
-	})
-	var pod *corev1.Pod
-	waitFor(t, "the DaemonSet's pod", 60*time.Second, func() (bool, string) {
-		pod = agentPod(ctx, t, c)
-		return pod != nil, "no pod"
-	})
-	pod, err = c.WaitForPod(ctx, deployNS, pod.Name, 3*time.Minute, harness.PodRunningReady)
-	if err != nil {
-		t.Logf("agent log:\n%s", podLog(t, c, pod))
-		t.Fatal(err)
-	}
+	pod := installAgent(ctx, t, c, overlay)
 	sc := pod.Spec.Containers[0].SecurityContext
 	if sc == nil || sc.Privileged == nil || *sc.Privileged || sc.Capabilities == nil {
 		t.Fatalf("the pod is not the unprivileged variant: %+v", sc)
