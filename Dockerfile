@@ -9,7 +9,7 @@
 # deploy/image/rootfs.sh decides what goes in; the e2e harness runs the same
 # script on the test machine to build an equivalent image without a registry
 # (test/harness/agent_image.go). See docs/deploy.md.
-ARG GO_VERSION=1.26
+ARG GO_VERSION=1.27.3
 ARG DEBIAN_VERSION=bookworm
 
 FROM golang:${GO_VERSION}-${DEBIAN_VERSION} AS build

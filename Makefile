@@ -9,12 +9,20 @@ REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X github.com/node-doctor/node-doctor/pkg/version.Version=$(VERSION) \
             -X github.com/node-doctor/node-doctor/pkg/version.Revision=$(REVISION)
 GO       ?= go
+# The Go release the agent is built and tested with (from the Go module proxy):
+# it carries the standard-library security fixes the machine's Go may lack.
+export GOTOOLCHAIN ?= go1.27.3
 ARGS     ?=
 IMAGE    ?= node-doctor:$(VERSION)
 FUZZTIME ?= 10s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+GOVULNCHECK ?= golang.org/x/vuln/cmd/govulncheck@v1.9.0
+# Snapshot of the Go vulnerability database served by the module proxy;
+# VULNDB=https://vuln.go.dev uses the live one where it can be reached.
+VULNDB_VERSION ?= v0.0.0-20261105234957-e22db6528018
+VULNDB   ?=
 
-.PHONY: help build run test lint bench fuzz image clean
+.PHONY: help build run test lint vuln bench fuzz image clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
@@ -36,6 +44,10 @@ lint: ## gofmt, go vet and staticcheck (pinned, from the Go module proxy)
 	$(GO) vet -tags e2e ./test/...
 	$(GO) run $(STATICCHECK) ./...
 	$(GO) run $(STATICCHECK) -tags e2e ./test/...
+
+vuln: ## govulncheck: known vulnerabilities reachable from our code (VULNDB_VERSION snapshot, or VULNDB=url)
+	@db="$(VULNDB)"; if [ -z "$$db" ]; then db="file://$$(hack/vulndb/build.sh $(VULNDB_VERSION))"; fi; \
+		echo "govulncheck -db $$db"; $(GO) run $(GOVULNCHECK) -db "$$db" ./...
 
 bench: ## run the Go benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...

@@ -12,6 +12,9 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "${here}/../.." && pwd)"
+# Test fixtures, not shipped: built with the machine's own Go so the cache survives
+# the agent's toolchain pin (GOTOOLCHAIN in the Makefile).
+export GOTOOLCHAIN=local
 export GOWORK=off GOFLAGS="${GOFLAGS:-} -buildvcs=false"
 export CGO_ENABLED="${CGO_ENABLED:-0}"
 
