@@ -28,9 +28,10 @@ func IPTablesBackends(d KubeProxyDeps) check.Definition {
 			if d.IPTables == nil {
 				return nil, check.NotApplicable("no iptables-save available")
 			}
-			counts := map[string][]string{}
+			counts := map[string]int{}
+			examples := map[string][]string{}
 			for _, be := range []string{BackendNFT, BackendLegacy} {
-				t := &IPTables{Tables: map[string]*IPTTable{}}
+				t := &IPTables{Tables: map[string]*IPTTable{}, ChainsOnly: true}
 				for _, table := range []string{"nat", "filter", "mangle"} {
 					if err := d.IPTables.Save(ctx, be, false, table, t); err != nil {
 						if be == BackendLegacy && errors.Is(err, exec.ErrNotFound) {
@@ -47,25 +48,28 @@ func IPTablesBackends(d KubeProxyDeps) check.Definition {
 				for _, tb := range t.Tables {
 					for _, c := range tb.Order {
 						if strings.HasPrefix(c, "KUBE-") {
-							counts[be] = append(counts[be], tb.Name+"/"+c)
+							counts[be]++
+							if len(examples[be]) < 3 {
+								examples[be] = append(examples[be], tb.Name+"/"+c)
+							}
 						}
 					}
 				}
 			}
 			nft, legacy := counts[BackendNFT], counts[BackendLegacy]
-			if len(nft) == 0 && len(legacy) == 0 {
+			if nft == 0 && legacy == 0 {
 				return nil, check.NotApplicable("no KUBE-* iptables chains in either backend (nftables-mode kube-proxy, or no kube-proxy)")
 			}
-			if len(nft) > 0 && len(legacy) > 0 {
+			if nft > 0 && legacy > 0 {
 				f := finding(check.SeverityProblem, "KubeChainsInBothBackends", fmt.Sprintf(
 					"KUBE-* chains are in both iptables backends (nft: %d, e.g. %s; legacy: %d, e.g. %s): kubelet, kube-proxy and the CNI must use the same iptables; "+
-						"find which component uses the other one and remove its stale chains from that backend", len(nft), abbreviate(nft, 3), len(legacy), abbreviate(legacy, 3)))
+						"find which component uses the other one and remove its stale chains from that backend", nft, someOf(examples[BackendNFT], nft), legacy, someOf(examples[BackendLegacy], legacy)))
 				f.Condition = check.ConditionKubeProxyRules
-				f.Details = map[string]string{"nft_chains": fmt.Sprint(len(nft)), "legacy_chains": fmt.Sprint(len(legacy))}
+				f.Details = map[string]string{"nft_chains": fmt.Sprint(nft), "legacy_chains": fmt.Sprint(legacy)}
 				return []check.Finding{f}, nil
 			}
 			be := BackendNFT
-			if len(legacy) > 0 {
+			if legacy > 0 {
 				be = BackendLegacy
 			}
 			f := finding(check.SeverityOK, "SingleIPTablesBackend", fmt.Sprintf("Kubernetes' iptables chains are all in the %s backend", be))
@@ -74,6 +78,14 @@ func IPTablesBackends(d KubeProxyDeps) check.Definition {
 			return []check.Finding{f}, nil
 		}),
 	}
+}
+
+// someOf joins the examples kept of total names.
+func someOf(examples []string, total int) string {
+	if total > len(examples) {
+		return fmt.Sprintf("%s and %d more", strings.Join(examples, ", "), total-len(examples))
+	}
+	return strings.Join(examples, ", ")
 }
 
 // ForwardSettings name the pod and service ranges when the Node object

@@ -10,6 +10,14 @@ import (
 // IPTables is what iptables-save printed for one or more tables.
 type IPTables struct {
 	Tables map[string]*IPTTable
+	// ChainsOnly keeps chains and policies and skips the rules, for a
+	// caller that only asks which chains exist (a nat table with 10,000
+	// Services is then a few MiB, not tens).
+	ChainsOnly bool
+	// Rules, when set, receives each rule as it is read instead of the rule
+	// being stored (chains are still kept). Its strings are only valid
+	// during the call: copy what is kept.
+	Rules func(table, chain string, r IPTRule)
 }
 
 // IPTTable is one table of an iptables-save dump.
@@ -28,18 +36,21 @@ type IPTChain struct {
 }
 
 // IPTRule is one "-A" line, with the fields the kube-proxy comparison needs
-// pulled out. Every field is a substring of Line, so a rule costs one string.
+// pulled out. In most tables every field is a substring of Line, so a rule
+// costs one string. In the nat table, where kube-proxy writes several rules
+// per endpoint, Line is not kept and the fields are copies (repeated ones
+// shared): a nat dump then costs a fraction of its size in memory.
 type IPTRule struct {
 	Line     string
 	Target   string // -j or -g
-	Goto     bool
 	Comment  string
 	Source   string // -s, "!" prefixed when negated
 	Dest     string // -d, "!" prefixed when negated
 	Proto    string
 	DPort    string
 	ToDest   string // DNAT --to-destination
-	SrcLocal bool   // -m addrtype --src-type LOCAL
+	Goto     bool
+	SrcLocal bool // -m addrtype --src-type LOCAL
 }
 
 // Table returns the named table, or nil.
@@ -74,6 +85,7 @@ func parseIPTablesSaveInto(r io.Reader, out *IPTables) error {
 	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
 	var cur *IPTTable
 	n := 0
+	var strs interner
 	toks := make([]string, 0, 32) // reused: one token slice per line was most of the garbage
 	for sc.Scan() {
 		n++
@@ -100,16 +112,26 @@ func parseIPTablesSaveInto(r io.Reader, out *IPTables) error {
 			if len(f) < 2 {
 				return fmt.Errorf("iptables-save line %d: malformed chain line %q", n, line)
 			}
-			cur.chain(f[0]).Policy = f[1]
+			cur.chain(strs.get(f[0])).Policy = strs.get(f[1])
 		case '-':
 			if cur == nil {
 				return fmt.Errorf("iptables-save line %d: rule outside a table", n)
+			}
+			if out.ChainsOnly {
+				continue
 			}
 			rule, chain, err := parseIPTRule(line, toks[:0])
 			if err != nil {
 				return fmt.Errorf("iptables-save line %d: %w", n, err)
 			}
-			c := cur.chain(chain)
+			c := cur.chain(strs.get(chain))
+			if out.Rules != nil {
+				out.Rules(cur.Name, c.Name, rule)
+				continue
+			}
+			if cur.Name == "nat" {
+				rule = strs.compact(rule)
+			}
 			c.Rules = append(c.Rules, rule)
 		default:
 			if line == "COMMIT" {
@@ -123,6 +145,38 @@ func parseIPTablesSaveInto(r io.Reader, out *IPTables) error {
 		return fmt.Errorf("iptables-save: read: %w", err)
 	}
 	return nil
+}
+
+// interner shares the strings a dump repeats (chain names, comments,
+// protocols, ports) and copies the rest out of the line they were cut from.
+type interner map[string]string
+
+func (in *interner) get(s string) string {
+	if s == "" {
+		return ""
+	}
+	if *in == nil {
+		*in = map[string]string{}
+	}
+	if v, ok := (*in)[s]; ok {
+		return v
+	}
+	v := strings.Clone(s)
+	(*in)[v] = v
+	return v
+}
+
+// compact drops Line and detaches every field from it.
+func (in *interner) compact(r IPTRule) IPTRule {
+	r.Line = ""
+	r.Target = in.get(r.Target)
+	r.Comment = in.get(r.Comment)
+	r.Proto = in.get(r.Proto)
+	r.DPort = in.get(r.DPort)
+	r.Source = strings.Clone(r.Source)
+	r.Dest = strings.Clone(r.Dest)
+	r.ToDest = strings.Clone(r.ToDest)
+	return r
 }
 
 func (t *IPTTable) chain(name string) *IPTChain {

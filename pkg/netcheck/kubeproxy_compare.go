@@ -50,49 +50,94 @@ func isIPTServiceChain(name string) bool {
 // ProgrammedFromIPTables reads the nat and filter tables kube-proxy writes in
 // iptables mode.
 func ProgrammedFromIPTables(t *IPTables) *Programmed {
-	p := newProgrammed("iptables")
-	nat := t.Table("nat")
-	if nat == nil {
-		nat = &IPTTable{Chains: map[string]*IPTChain{}}
-	}
-	for _, c := range nat.Chains {
-		p.Rules += len(c.Rules)
-	}
-	if svcs := nat.Chain("KUBE-SERVICES"); svcs != nil {
-		for _, r := range svcs.Rules {
-			if r.Dest == "" || r.DPort == "" || !isIPTServiceChain(r.Target) {
-				continue
+	c := newIPTCollector()
+	for _, table := range []string{"nat", "filter"} {
+		tb := t.Table(table)
+		if tb == nil {
+			continue
+		}
+		for _, name := range tb.Order {
+			for _, r := range tb.Chains[name].Rules {
+				c.rule(table, name, r)
 			}
-			p.Services[svcKey(stripHostMask(r.Dest), r.Proto, r.DPort)] = r.Target
 		}
 	}
-	if np := nat.Chain("KUBE-NODEPORTS"); np != nil {
-		for _, r := range np.Rules {
+	return c.finish(t.Table("nat"))
+}
+
+// iptCollector builds Programmed from nat and filter rules one at a time,
+// so that a dump can be read without holding its rules (IPTables.Rules).
+type iptCollector struct {
+	p      *Programmed
+	strs   interner
+	seps   map[string][]string // KUBE-SVC/SVL chain -> KUBE-SEP chains it jumps to
+	dnat   map[string]string   // chain -> its last DNAT destination
+	owners map[string]string   // per-service chain -> service its first comment names
+}
+
+func newIPTCollector() *iptCollector {
+	return &iptCollector{p: newProgrammed("iptables"), seps: map[string][]string{},
+		dnat: map[string]string{}, owners: map[string]string{}}
+}
+
+func (c *iptCollector) rule(table, chain string, r IPTRule) {
+	p := c.p
+	switch table {
+	case "nat":
+		p.Rules++
+		switch {
+		case chain == "KUBE-SERVICES":
+			if r.Dest != "" && r.DPort != "" && isIPTServiceChain(r.Target) {
+				p.Services[svcKey(stripHostMask(r.Dest), r.Proto, r.DPort)] = c.strs.get(r.Target)
+			}
+		case chain == "KUBE-NODEPORTS":
 			if r.DPort != "" && isIPTServiceChain(r.Target) {
-				p.NodePorts[strings.ToLower(r.Proto)+"/"+r.DPort] = r.Target
+				p.NodePorts[strings.ToLower(r.Proto)+"/"+r.DPort] = c.strs.get(r.Target)
+			}
+		case isIPTServiceChain(chain):
+			if r.Comment != "" {
+				if _, ok := c.owners[chain]; !ok {
+					c.owners[c.strs.get(chain)] = c.strs.get(commentOwner(r.Comment))
+				}
+			}
+			if (strings.HasPrefix(chain, "KUBE-SVC-") || strings.HasPrefix(chain, "KUBE-SVL-")) && strings.HasPrefix(r.Target, "KUBE-SEP-") {
+				k := c.strs.get(chain)
+				c.seps[k] = append(c.seps[k], c.strs.get(r.Target))
+			}
+			if r.ToDest != "" {
+				c.dnat[c.strs.get(chain)] = strings.Clone(r.ToDest)
 			}
 		}
+	case "filter":
+		if (chain == "KUBE-SERVICES" || chain == "KUBE-EXTERNAL-SERVICES") &&
+			(r.Target == "REJECT" || r.Target == "DROP") && r.Dest != "" && r.DPort != "" {
+			p.NoEndpoints[svcKey(stripHostMask(r.Dest), r.Proto, r.DPort)] = true
+		}
 	}
-	for name, c := range nat.Chains {
+}
+
+// finish resolves each service chain's endpoints through the nat table's
+// chains.
+func (c *iptCollector) finish(nat *IPTTable) *Programmed {
+	p := c.p
+	if nat == nil {
+		return p
+	}
+	for name := range nat.Chains {
 		if !isIPTServiceChain(name) {
 			continue
 		}
-		p.ServiceChains[name] = iptChainOwner(c)
+		p.ServiceChains[name] = c.owners[name]
 		if !strings.HasPrefix(name, "KUBE-SVC-") && !strings.HasPrefix(name, "KUBE-SVL-") {
 			continue
 		}
 		eps := []string{}
-		for _, r := range c.Rules {
-			if !strings.HasPrefix(r.Target, "KUBE-SEP-") {
-				continue
-			}
-			ep := "missing chain " + r.Target
-			if sep := nat.Chain(r.Target); sep != nil {
-				ep = "no DNAT in " + r.Target
-				for _, sr := range sep.Rules {
-					if sr.ToDest != "" {
-						ep = sr.ToDest
-					}
+		for _, sep := range c.seps[name] {
+			ep := "missing chain " + sep
+			if nat.Chain(sep) != nil {
+				ep = "no DNAT in " + sep
+				if d, ok := c.dnat[sep]; ok {
+					ep = d
 				}
 			}
 			eps = append(eps, ep)
@@ -100,34 +145,16 @@ func ProgrammedFromIPTables(t *IPTables) *Programmed {
 		slices.Sort(eps)
 		p.Endpoints[name] = eps
 	}
-	filter := t.Table("filter")
-	for _, chain := range []string{"KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"} {
-		c := filter.Chain(chain)
-		if c == nil {
-			continue
-		}
-		for _, r := range c.Rules {
-			if (r.Target == "REJECT" || r.Target == "DROP") && r.Dest != "" && r.DPort != "" {
-				p.NoEndpoints[svcKey(stripHostMask(r.Dest), r.Proto, r.DPort)] = true
-			}
-		}
-	}
 	return p
 }
 
-// iptChainOwner is the service a chain's comments name ("ns/name:port").
-func iptChainOwner(c *IPTChain) string {
-	for _, r := range c.Rules {
-		if r.Comment == "" {
-			continue
-		}
-		s := r.Comment
-		if i := strings.IndexAny(s, " "); i > 0 {
-			s = s[:i]
-		}
-		return s
+// commentOwner is the service a kube-proxy rule comment names
+// ("ns/name:port", its first word).
+func commentOwner(s string) string {
+	if i := strings.IndexAny(s, " "); i > 0 {
+		return s[:i]
 	}
-	return ""
+	return s
 }
 
 func stripHostMask(s string) string {

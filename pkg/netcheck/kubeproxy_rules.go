@@ -370,8 +370,11 @@ func readIPT(ctx context.Context, d KubeProxyDeps, obs *observed) (bool, error) 
 	if d.IPTables == nil {
 		return false, nil
 	}
+	// Rules go straight into a collector: at 10,000 Services holding them
+	// would cost several times the dump's size.
 	for _, be := range []string{BackendNFT, BackendLegacy} {
-		nat4 := &IPTables{Tables: map[string]*IPTTable{}}
+		col := newIPTCollector()
+		nat4 := &IPTables{Tables: map[string]*IPTTable{}, Rules: col.rule}
 		if err := d.IPTables.Save(ctx, be, false, "nat", nat4); err != nil {
 			if be == BackendLegacy {
 				continue // no legacy tools or tables
@@ -385,13 +388,14 @@ func readIPT(ctx context.Context, d KubeProxyDeps, obs *observed) (bool, error) 
 		if err := d.IPTables.Save(ctx, be, false, "filter", nat4); err != nil {
 			return false, err
 		}
-		obs.progs[false] = ProgrammedFromIPTables(nat4)
-		v6 := &IPTables{Tables: map[string]*IPTTable{}}
+		obs.progs[false] = col.finish(nat4.Table("nat"))
+		col6 := newIPTCollector()
+		v6 := &IPTables{Tables: map[string]*IPTTable{}, Rules: col6.rule}
 		if err := d.IPTables.Save(ctx, be, true, "nat", v6); err == nil && v6.Table("nat").Chain("KUBE-SERVICES") != nil {
 			if err := d.IPTables.Save(ctx, be, true, "filter", v6); err != nil {
 				return false, err
 			}
-			obs.progs[true] = ProgrammedFromIPTables(v6)
+			obs.progs[true] = col6.finish(v6.Table("nat"))
 		}
 		return true, nil
 	}
