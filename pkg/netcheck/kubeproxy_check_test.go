@@ -55,15 +55,17 @@ func (f fakeNFT) ListTable(_ context.Context, family, table string, into *NFTTab
 }
 
 type fakeKP struct {
-	mode string
-	sync KubeProxySync
-	h    KubeProxyHealthz
-	err  error
+	mode          string
+	nodePortAddrs []string
+	sync          KubeProxySync
+	h             KubeProxyHealthz
+	err           error
 }
 
-func (f fakeKP) ProxyMode(context.Context) (string, error)         { return f.mode, f.err }
-func (f fakeKP) Healthz(context.Context) (KubeProxyHealthz, error) { return f.h, f.err }
-func (f fakeKP) Sync(context.Context) (KubeProxySync, error)       { return f.sync, f.err }
+func (f fakeKP) ProxyMode(context.Context) (string, error)           { return f.mode, f.err }
+func (f fakeKP) Healthz(context.Context) (KubeProxyHealthz, error)   { return f.h, f.err }
+func (f fakeKP) Sync(context.Context) (KubeProxySync, error)         { return f.sync, f.err }
+func (f fakeKP) NodePortAddresses(context.Context) ([]string, error) { return f.nodePortAddrs, f.err }
 
 func settledSync(t time.Time) KubeProxySync {
 	return KubeProxySync{LastSync: map[string]time.Time{"IPv4": t}, LastQueued: map[string]time.Time{"IPv4": t}}

@@ -50,6 +50,9 @@ type IPVSNode struct {
 	DummyRead, DummyExist bool
 	// IPSets is nil when they were not read.
 	IPSets map[string]IPSet
+	// NodePortAddresses is kube-proxy's --nodeport-addresses (nil: its
+	// default, or unknown).
+	NodePortAddresses []string
 }
 
 func (m MobyIPVS) netlinkHandle() (*netlink.Handle, error) {
@@ -225,7 +228,7 @@ func CompareIPVSNode(desired []DesiredPort, v6 bool, n *IPVSNode, node *corev1.N
 			serviceIPs[ip] = true
 		}
 	}
-	nodeIPs := ipvsNodeIPs(desired, v6, vs, serviceIPs, node)
+	nodeIPs := ipvsNodeIPs(desired, v6, vs, serviceIPs, node, n.NodePortAddresses)
 	broken := map[string]bool{}
 	for _, dc := range disc {
 		broken[dc.Service.String()+"/"+dc.Service.Protocol] = true
@@ -356,13 +359,14 @@ func CompareIPVSNode(desired []DesiredPort, v6 bool, n *IPVSNode, node *corev1.N
 // ipvsNodeIPs are the node IPs NodePort virtual servers must be on: the
 // Node's InternalIP addresses of the family, and every other address that
 // carries a NodePort virtual server of some service (kube-proxy uses all
-// the node's addresses, or those of --nodeport-addresses).
-func ipvsNodeIPs(desired []DesiredPort, v6 bool, vs map[string][]string, serviceIPs map[string]bool, node *corev1.Node) []string {
+// the node's addresses, or those of --nodeport-addresses). InternalIPs
+// outside the CIDRs of --nodeport-addresses are not expected.
+func ipvsNodeIPs(desired []DesiredPort, v6 bool, vs map[string][]string, serviceIPs map[string]bool, node *corev1.Node, nodePortAddrs []string) []string {
 	set := map[string]bool{}
 	if node != nil {
 		for _, a := range node.Status.Addresses {
 			ip := net.ParseIP(a.Address)
-			if a.Type == corev1.NodeInternalIP && ip != nil && (ip.To4() == nil) == v6 {
+			if a.Type == corev1.NodeInternalIP && ip != nil && (ip.To4() == nil) == v6 && nodePortAddressAllowed(ip, nodePortAddrs) {
 				set[ip.String()] = true
 			}
 		}
@@ -385,6 +389,44 @@ func ipvsNodeIPs(desired []DesiredPort, v6 bool, vs map[string][]string, service
 	}
 	slices.Sort(out)
 	return out
+}
+
+// nodePortAddressAllowed says kube-proxy serves NodePorts on ip given its
+// --nodeport-addresses: empty (all addresses), "primary" (the node's
+// primary IPs, which the InternalIPs are) or CIDRs ("localhost" and
+// anything unparsable never exclude it, to stay on the side of no alarm).
+func nodePortAddressAllowed(ip net.IP, addrs []string) bool {
+	cidrs := 0
+	for _, a := range addrs {
+		if a == "primary" || a == "all" {
+			return true
+		}
+		_, n, err := net.ParseCIDR(a)
+		if err != nil {
+			if a != "localhost" {
+				return true
+			}
+			continue
+		}
+		if (n.IP.To4() == nil) != (ip.To4() == nil) {
+			continue
+		}
+		cidrs++
+		if n.Contains(ip) {
+			return true
+		}
+	}
+	// CIDRs only for the other family leave this family at its default.
+	return cidrs == 0 && !onlyLocalhost(addrs)
+}
+
+func onlyLocalhost(addrs []string) bool {
+	for _, a := range addrs {
+		if a != "localhost" {
+			return false
+		}
+	}
+	return len(addrs) > 0
 }
 
 type wantedEntry struct {

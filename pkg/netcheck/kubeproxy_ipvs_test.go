@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -87,12 +88,12 @@ func harnessNode() *corev1.Node {
 		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.0.2.10"}, {Type: corev1.NodeHostName, Address: "node-doctor-e2e"}}}}
 }
 
-func runIPVS(t *testing.T, st *fakeIPVSNode) []check.Finding {
+func runIPVS(t *testing.T, st *fakeIPVSNode, nodePortAddrs ...string) []check.Finding {
 	t.Helper()
 	svcs, eps := loadAPI(t, "api-iptables.json")
 	now := time.Date(2026, 11, 23, 16, 0, 0, 0, time.UTC)
 	d := KubeProxyDeps{Services: fakeLister{svcs: svcs, eps: eps, node: harnessNode()}, IPVS: st,
-		KubeProxy: fakeKP{mode: "ipvs", sync: settledSync(now.Add(-time.Minute))}, Clock: clocktesting.NewFakeClock(now)}
+		KubeProxy: fakeKP{mode: "ipvs", sync: settledSync(now.Add(-time.Minute)), nodePortAddrs: nodePortAddrs}, Clock: clocktesting.NewFakeClock(now)}
 	f, err := runDef(t, KubeProxyRules(d))
 	if err != nil {
 		t.Fatal(err)
@@ -189,6 +190,55 @@ func TestIPVSNodeBreakages(t *testing.T) {
 				t.Fatalf("finding %+v", hit)
 			}
 		})
+	}
+}
+
+// With --nodeport-addresses leaving the InternalIP out, kube-proxy puts
+// NodePorts only on the addresses in those CIDRs: not a missing NodePort.
+func TestIPVSNodePortAddresses(t *testing.T) {
+	onSecondIP := func() *fakeIPVSNode {
+		st := kubeProxyIPVSState()
+		st.vs[4] = ipvsVS("198.51.100.5", 6, 30080, "10.244.0.2:8080", "10.244.0.3:8080")
+		return st
+	}
+	if p := problems(runIPVS(t, onSecondIP(), "198.51.100.0/24")); len(p) != 0 {
+		t.Fatalf("NodePorts where --nodeport-addresses puts them: %v", p)
+	}
+	if p := problems(runIPVS(t, onSecondIP(), "primary")); len(p["NodePortNotProgrammed"]) != 1 {
+		t.Fatalf("\"primary\" includes the InternalIP, whose NodePort is gone: %v", p)
+	}
+	if p := problems(runIPVS(t, onSecondIP())); len(p["NodePortNotProgrammed"]) != 1 {
+		t.Fatalf("kube-proxy's default includes the InternalIP, whose NodePort is gone: %v", p)
+	}
+	// Only "localhost": the InternalIP is not expected, and the virtual
+	// server found on it is still this service's.
+	if p := problems(runIPVS(t, kubeProxyIPVSState(), "localhost")); len(p) != 0 {
+		t.Fatalf("localhost only: %v", p)
+	}
+}
+
+func TestNodePortAddressAllowed(t *testing.T) {
+	v4, v6 := net.ParseIP("192.0.2.10"), net.ParseIP("fd00::10")
+	for _, c := range []struct {
+		addrs  []string
+		ip     net.IP
+		expect bool
+	}{
+		{nil, v4, true},
+		{[]string{"primary"}, v4, true},
+		{[]string{"192.0.2.0/24"}, v4, true},
+		{[]string{"198.51.100.0/24"}, v4, false},
+		{[]string{"198.51.100.0/24", "192.0.2.0/28"}, v4, true},
+		{[]string{"fd00::/64"}, v4, true}, // no CIDR of this family: its default
+		{[]string{"fd00::/64"}, v6, true},
+		{[]string{"fd01::/64"}, v6, false},
+		{[]string{"localhost"}, v4, false},
+		{[]string{"localhost", "192.0.2.0/24"}, v4, true},
+		{[]string{"not-a-cidr"}, v4, true},
+	} {
+		if got := nodePortAddressAllowed(c.ip, c.addrs); got != c.expect {
+			t.Errorf("%v on %s: got %v", c.addrs, c.ip, got)
+		}
 	}
 }
 

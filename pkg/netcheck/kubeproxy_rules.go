@@ -313,6 +313,10 @@ func readProgrammed(ctx context.Context, d KubeProxyDeps, s *KubeProxySettings, 
 		if err != nil {
 			return nil, err
 		}
+		if n != nil {
+			// Unknown (an older kube-proxy, or no answer): expect kube-proxy's default.
+			n.NodePortAddresses, _ = kp.NodePortAddresses(ctx)
+		}
 		obs.mode, obs.progs[false], obs.progs[true], obs.ipvs = mode, p[false], p[true], n
 		return obs, nil
 	case "kernelspace":

@@ -55,6 +55,8 @@ type KubeProxyAPI interface {
 	Healthz(ctx context.Context) (KubeProxyHealthz, error)
 	// Sync returns the sync timestamps from /metrics.
 	Sync(ctx context.Context) (KubeProxySync, error)
+	// NodePortAddresses returns --nodeport-addresses from /configz.
+	NodePortAddresses(ctx context.Context) ([]string, error)
 }
 
 // KubeProxyHealthz is kube-proxy's /healthz answer.
@@ -224,6 +226,34 @@ func (k KubeProxyHTTP) Healthz(ctx context.Context) (KubeProxyHealthz, error) {
 	}
 	h.StatusCode = code
 	return h, nil
+}
+
+// NodePortAddresses reads nodePortAddresses from /configz (served on the
+// metrics address; nil when kube-proxy uses its default).
+func (k KubeProxyHTTP) NodePortAddresses(ctx context.Context) ([]string, error) {
+	code, b, err := k.get(ctx, k.MetricsURL+"/configz")
+	if err != nil {
+		return nil, err
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("kube-proxy: /configz: HTTP %d", code)
+	}
+	return ParseKubeProxyConfigz(b)
+}
+
+// ParseKubeProxyConfigz returns nodePortAddresses from kube-proxy's /configz.
+func ParseKubeProxyConfigz(b []byte) ([]string, error) {
+	var cz map[string]struct {
+		NodePortAddresses []string `json:"nodePortAddresses"`
+	}
+	if err := json.Unmarshal(b, &cz); err != nil {
+		return nil, fmt.Errorf("kube-proxy: /configz: %w", err)
+	}
+	c, ok := cz["kubeproxy.config.k8s.io"]
+	if !ok {
+		return nil, fmt.Errorf("kube-proxy: /configz has no kubeproxy.config.k8s.io section")
+	}
+	return c.NodePortAddresses, nil
 }
 
 // Sync reads the sync timestamps from /metrics.
