@@ -318,3 +318,24 @@ func BenchmarkVerifyIPVS10k(b *testing.B) {
 		}
 	}
 }
+
+// /configz as real kube-proxy (v1.37, the harness's --nodeport-addresses)
+// serves it on its metrics address.
+func TestParseKubeProxyConfigz(t *testing.T) {
+	b, err := os.ReadFile("testdata/kubeproxy/configz-iptables.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseKubeProxyConfigz(b)
+	if err != nil || !slices.Equal(got, []string{"198.51.100.10/32"}) {
+		t.Fatalf("got %v, %v", got, err)
+	}
+	if got, err := ParseKubeProxyConfigz([]byte(`{"kubeproxy.config.k8s.io":{"mode":"ipvs"}}`)); err != nil || got != nil {
+		t.Fatalf("default: got %v, %v", got, err)
+	}
+	for _, bad := range []string{`{}`, `not json`, `{"kubeproxy.config.k8s.io":{"nodePortAddresses":"x"}}`} {
+		if _, err := ParseKubeProxyConfigz([]byte(bad)); err == nil {
+			t.Errorf("%s: no error", bad)
+		}
+	}
+}
