@@ -40,9 +40,13 @@ import (
 // iptables-save / nft alone on the same rules, the check's peak RSS without
 // and with the DaemonSet's GOMEMLIMIT, and (iptables mode) the informers'
 // heap. E2E_SCALE_MODE=nftables runs one mode. E2E_SCALE_RUN=10m also runs the agent (iptables mode) with its
-// defaults that long and reports its API requests per hour and RSS. Off unless E2E_SCALE is set:
+// defaults that long and reports its API requests per hour and RSS;
+// E2E_SCALE_CONTAINERS=1000 adds that many running containers (pods of 10
+// on the real containerd) and a kernel-log file flood during that run, and
+// then requires the agent's peak RSS under the DaemonSet's memory limit and
+// its CPU under one core. Off unless E2E_SCALE is set:
 //
-//	E2E_SCALE=10000 E2E_SCALE_RUN=10m E2E_RUN=TestDataplaneScale E2E_TIMEOUT=120m make e2e
+//	E2E_SCALE=10000 E2E_SCALE_RUN=10m E2E_SCALE_CONTAINERS=1000 E2E_RUN=TestDataplaneScale E2E_TIMEOUT=120m make e2e
 func TestDataplaneScale(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("E2E_SCALE"))
 	if n <= 0 {
@@ -182,8 +186,8 @@ func dataplaneScale(t *testing.T, mode, bin string, n int) {
 	}
 }
 
-// manifestGOMEMLIMIT is the GOMEMLIMIT the DaemonSet sets.
-func manifestGOMEMLIMIT(t *testing.T) string {
+// manifestContainers are the DaemonSet's containers as deploy/ sets them.
+func manifestContainers(t *testing.T) []corev1.Container {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy", "daemonset.yaml"))
 	if err != nil {
@@ -193,7 +197,13 @@ func manifestGOMEMLIMIT(t *testing.T) string {
 	if err := yaml.Unmarshal(b, &ds); err != nil {
 		t.Fatalf("deploy/daemonset.yaml: %v", err)
 	}
-	for _, c := range ds.Spec.Template.Spec.Containers {
+	return ds.Spec.Template.Spec.Containers
+}
+
+// manifestGOMEMLIMIT is the GOMEMLIMIT the DaemonSet sets.
+func manifestGOMEMLIMIT(t *testing.T) string {
+	t.Helper()
+	for _, c := range manifestContainers(t) {
 		for _, e := range c.Env {
 			if e.Name == "GOMEMLIMIT" && e.Value != "" {
 				return e.Value
@@ -202,6 +212,18 @@ func manifestGOMEMLIMIT(t *testing.T) string {
 	}
 	t.Fatal("deploy/daemonset.yaml sets no literal GOMEMLIMIT")
 	return ""
+}
+
+// manifestMemoryLimit is the memory limit the DaemonSet sets, in bytes.
+func manifestMemoryLimit(t *testing.T) int64 {
+	t.Helper()
+	for _, c := range manifestContainers(t) {
+		if q, ok := c.Resources.Limits[corev1.ResourceMemory]; ok {
+			return q.Value()
+		}
+	}
+	t.Fatal("deploy/daemonset.yaml sets no memory limit")
+	return 0
 }
 
 // informerHeap measures, in this process, the heap the agent's informers
@@ -248,8 +270,16 @@ func heapAfterGC() int64 {
 func scaleSteadyState(ctx context.Context, t *testing.T, c *harness.Cluster, bin, mode, limit string, d time.Duration) {
 	t.Helper()
 	const addr = "127.0.0.1:19781"
-	cmd := exec.CommandContext(ctx, bin, "run", "--kubeconfig", c.Kubeconfig, "--node-name", c.NodeName,
-		"--runtime-endpoint", c.CRIEndpoint, "--metrics-address", addr)
+	containers, _ := strconv.Atoi(os.Getenv("E2E_SCALE_CONTAINERS"))
+	args := []string{"run", "--kubeconfig", c.Kubeconfig, "--node-name", c.NodeName,
+		"--runtime-endpoint", c.CRIEndpoint, "--metrics-address", addr}
+	var flood *logFlood
+	if containers > 0 {
+		scaleContainers(ctx, t, c, containers)
+		flood = newLogFlood(t)
+		args = append(args, "--config", flood.config)
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(os.Environ(), "GOMEMLIMIT="+limit)
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if err := cmd.Start(); err != nil {
@@ -264,6 +294,9 @@ func scaleSteadyState(ctx context.Context, t *testing.T, c *harness.Cluster, bin
 	var t0 time.Time
 	var maxRSS float64
 	for time.Since(start) < d {
+		if flood != nil && time.Since(start) > 30*time.Second {
+			flood.write(t, 20_000)
+		}
 		time.Sleep(15 * time.Second)
 		m, err := testmetrics.Scrape(ctx, nil, "http://"+addr+"/metrics")
 		if err != nil {
@@ -295,9 +328,124 @@ func scaleSteadyState(ctx context.Context, t *testing.T, c *harness.Cluster, bin
 		t.Logf("%s: %s", mode, l)
 	}
 	hwm := vmHWM(cmd.Process.Pid)
-	t.Logf("%s: agent run for %s (GOMEMLIMIT=%s): API requests after the first minute: %.0f in %s = %.0f per hour; RSS max %.0f MiB (scraped every 15 s), VmHWM %d MiB; last verification %.2f s",
-		mode, d, limit, total, window.Round(time.Second), total/window.Hours(), maxRSS/(1<<20), hwm/1024,
+	cpu := (last["process_cpu_seconds_total"] - first["process_cpu_seconds_total"]) / window.Seconds()
+	t.Logf("%s: agent run for %s (GOMEMLIMIT=%s): API requests after the first minute: %.0f in %s = %.0f per hour; RSS max %.0f MiB (scraped every 15 s), VmHWM %d MiB; CPU %.3f cores after the first minute; last verification %.2f s",
+		mode, d, limit, total, window.Round(time.Second), total/window.Hours(), maxRSS/(1<<20), hwm/1024, cpu,
 		last["node_doctor_kubeproxy_verification_duration_seconds"])
+	if flood == nil {
+		return
+	}
+	sum := func(prefix string) float64 {
+		v := 0.0
+		for k, x := range last {
+			if strings.HasPrefix(k, prefix) {
+				v += x
+			}
+		}
+		return v
+	}
+	t.Logf("%s: combined load: %d containers running, %d log lines flooded; findings dropped %.0f, checks skipped %.0f, CRI containers seen %.0f",
+		mode, containers, flood.lines, sum("node_doctor_kernel_log_findings_dropped_total"), sum("node_doctor_check_skipped_total"),
+		sum("node_doctor_cri_containers{"))
+	if lim := manifestMemoryLimit(t); hwm*1024 >= lim {
+		t.Errorf("agent peak RSS %d MiB under the combined load is not under the DaemonSet's memory limit %d MiB", hwm/1024, lim>>20)
+	}
+	if cpu >= 1 {
+		t.Errorf("agent CPU %.2f cores under the combined load: not bounded under one core", cpu)
+	}
+	if sum("node_doctor_kernel_log_lines_read_total") < float64(flood.lines) {
+		t.Errorf("the agent read %.0f kernel-log lines of the %d flooded", sum("node_doctor_kernel_log_lines_read_total"), flood.lines)
+	}
+}
+
+// scaleContainers runs n containers on the node's containerd through the
+// kubelet: pods of 10 sleeping busybox containers.
+func scaleContainers(ctx context.Context, t *testing.T, c *harness.Cluster, n int) {
+	t.Helper()
+	ns, err := c.CreateNamespace(ctx, "load")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	pods := (n + 9) / 10
+	for i := 0; i < pods; i++ {
+		p := c.PodSpec(harness.PodOptions{Namespace: ns, Name: fmt.Sprintf("load-%03d", i), Command: []string{"sleep", "86400"}})
+		base := p.Spec.Containers[0]
+		p.Spec.Containers = nil
+		for j := 0; j < 10 && i*10+j < n; j++ {
+			ctr := base
+			ctr.Name = fmt.Sprintf("c%d", j)
+			p.Spec.Containers = append(p.Spec.Containers, ctr)
+		}
+		if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	running := 0
+	err = wait.PollUntilContextTimeout(ctx, 10*time.Second, 20*time.Minute, true, func(ctx context.Context) (bool, error) {
+		l, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		running = 0
+		for _, p := range l.Items {
+			for _, s := range p.Status.ContainerStatuses {
+				if s.State.Running != nil {
+					running++
+				}
+			}
+		}
+		return running >= n, nil
+	})
+	if err != nil {
+		t.Fatalf("only %d of %d containers running after 20 minutes", running, n)
+	}
+	t.Logf("%d containers in %d pods running after %s", n, pods, time.Since(start).Round(time.Second))
+}
+
+// logFlood is a kernel log file the agent follows (an NPD filelog rule
+// file), appended to in bursts.
+type logFlood struct {
+	path, config string
+	lines        int
+}
+
+func newLogFlood(t *testing.T) *logFlood {
+	t.Helper()
+	dir := t.TempDir()
+	f := &logFlood{path: filepath.Join(dir, "kern.log"), config: filepath.Join(dir, "config.yaml")}
+	rules := filepath.Join(dir, "flood.json")
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(f.path, nil, 0o644))
+	must(os.WriteFile(rules, []byte(fmt.Sprintf(`{"plugin": "filelog", "pluginConfig": {"timestamp": "^.{15}", "message": "kernel: (.*)", "timestampFormat": "Jan _2 15:04:05"},
+ "logPath": %q, "lookback": "5m", "bufferSize": 10, "source": "scale-flood",
+ "conditions": [],
+ "rules": [{"type": "temporary", "reason": "ConntrackTableFull", "pattern": "nf_conntrack: table full, dropping packet"}]}`, f.path)), 0o644))
+	must(os.WriteFile(f.config, []byte(fmt.Sprintf("checks:\n  kernel-log: {ruleFiles: [%q]}\n", rules)), 0o644))
+	return f
+}
+
+// write appends n matching lines.
+func (f *logFlood) write(t *testing.T, n int) {
+	t.Helper()
+	fh, err := os.OpenFile(f.path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	var b bytes.Buffer
+	ts := time.Now().Format("Jan _2 15:04:05")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "%s node kernel: nf_conntrack: table full, dropping packet\n", ts)
+	}
+	if _, err := fh.Write(b.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	f.lines += n
 }
 
 // vmHWM is a process's peak RSS in KiB from /proc.

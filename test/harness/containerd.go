@@ -222,21 +222,22 @@ func removeAllSandboxes(ctx context.Context, endpoint string) error {
 	}
 	defer conn.Close()
 	rs := runtimeapi.NewRuntimeServiceClient(conn)
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	list, err := rs.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	lctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	list, err := rs.ListPodSandbox(lctx, &runtimeapi.ListPodSandboxRequest{})
+	cancel()
 	if err != nil {
 		return fmt.Errorf("cri: list sandboxes: %w", err)
 	}
+	// A budget per sandbox: a scale test leaves a hundred of them.
 	var errs []error
 	for _, sb := range list.Items {
-		if _, err := rs.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
+		sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		if _, err := rs.StopPodSandbox(sctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
 			errs = append(errs, fmt.Errorf("cri: stop sandbox %s: %w", sb.Id, err))
-			continue
-		}
-		if _, err := rs.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
+		} else if _, err := rs.RemovePodSandbox(sctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
 			errs = append(errs, fmt.Errorf("cri: remove sandbox %s: %w", sb.Id, err))
 		}
+		cancel()
 	}
 	return joinErrs(errs)
 }

@@ -68,7 +68,8 @@ func StartT(t testing.TB, opts Options) *Cluster {
 		if failed {
 			t.Logf("component logs (tails) from %s:\n%s", c.WorkDir, c.LogTails(60))
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		// Normally seconds; a scale test leaves 170,000 rules and a hundred pods.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		if err := c.Stop(ctx, failed); err != nil {
 			t.Errorf("tear down node: %v", err)
