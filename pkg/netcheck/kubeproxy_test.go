@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -255,7 +256,16 @@ func FuzzParseIPTablesSave(f *testing.F) {
 				t.Fatalf("order %d chains %d", len(tb.Order), len(tb.Chains))
 			}
 		}
-		_ = ProgrammedFromIPTables(ipt)
+		// The check streams the rules; tests and this target store them:
+		// both must read the same.
+		stored := ProgrammedFromIPTables(ipt)
+		streamed, err := streamIPTables(b)
+		if err != nil {
+			t.Fatalf("stored parse succeeded, streamed failed: %v", err)
+		}
+		if !reflect.DeepEqual(stored, streamed) {
+			t.Fatalf("streamed %+v\nstored   %+v", streamed, stored)
+		}
 	})
 }
 
