@@ -76,8 +76,13 @@ func hairpinFindings(bridges []Bridge) ([]check.Finding, error) {
 
 // abbreviate joins up to n names and says how many more there are.
 func abbreviate(names []string, n int) string {
-	if len(names) <= n {
-		return strings.Join(names, ", ")
+	return someOf(names[:min(n, len(names))], len(names))
+}
+
+// someOf joins the examples kept of total names.
+func someOf(examples []string, total int) string {
+	if total > len(examples) {
+		return fmt.Sprintf("%s and %d more", strings.Join(examples, ", "), total-len(examples))
 	}
-	return fmt.Sprintf("%s and %d more", strings.Join(names[:n], ", "), len(names)-n)
+	return strings.Join(examples, ", ")
 }

@@ -80,14 +80,6 @@ func IPTablesBackends(d KubeProxyDeps) check.Definition {
 	}
 }
 
-// someOf joins the examples kept of total names.
-func someOf(examples []string, total int) string {
-	if total > len(examples) {
-		return fmt.Sprintf("%s and %d more", strings.Join(examples, ", "), total-len(examples))
-	}
-	return strings.Join(examples, ", ")
-}
-
 // ForwardSettings name the pod and service ranges when the Node object
 // does not give them.
 type ForwardSettings struct {
