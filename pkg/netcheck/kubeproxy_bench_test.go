@@ -9,8 +9,10 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -283,4 +285,29 @@ func TestPrivilegedScaleIPTables(t *testing.T) {
 	t.Logf("node-doctor read+parse+compare: %s (%.2fx iptables-save)", verify, float64(verify)/float64(saveOnly))
 	t.Logf("naive one list per chain: %s for %d chains, ~%s for all 60,000 (%.0fx node-doctor)", naive, sample, naiveAll.Round(time.Second), float64(naiveAll)/float64(verify))
 	t.Logf("test process peak RSS: %d MiB", ru.Maxrss/1024)
+}
+
+// ChainsOnly keeps every chain a full parse has, and no rule.
+func TestChainsOnlyKeepsChainsNotRules(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(kpData, "iptables-nft-nat.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := ParseIPTablesSave(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	only := &IPTables{Tables: map[string]*IPTTable{}, ChainsOnly: true}
+	if err := parseIPTablesSaveInto(bytes.NewReader(b), only); err != nil {
+		t.Fatal(err)
+	}
+	nat, onat := full.Table("nat"), only.Table("nat")
+	if onat == nil || !slices.Equal(nat.Order, onat.Order) {
+		t.Fatalf("chains differ: %v vs %v", nat, onat)
+	}
+	for name, c := range onat.Chains {
+		if len(c.Rules) != 0 || c.Policy != nat.Chains[name].Policy {
+			t.Fatalf("%s: %d rules, policy %q (full parse %q)", name, len(c.Rules), c.Policy, nat.Chains[name].Policy)
+		}
+	}
 }
