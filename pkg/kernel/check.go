@@ -130,17 +130,28 @@ func (c *LogChecker) newWatchers() ([]*watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kernel log rules: %w", err)
 	}
+	loc := HostLocation(c.fs)
+	var boot time.Time
 	out := make([]*watcher, len(sets))
 	for i, set := range sets {
-		out[i] = &watcher{set: set, src: c.source(set), mon: NewMonitor(set, c.clk, c.settings.MaxPendingFindings), failed: make(chan struct{})}
+		mon := NewMonitor(set, c.clk, c.settings.MaxPendingFindings)
+		if set.Delay > 0 {
+			if boot.IsZero() {
+				if boot, err = BootTime(c.fs, c.clk); err != nil {
+					return nil, fmt.Errorf("%s: delay: %w", set.File, err)
+				}
+			}
+			mon.SetIgnoreBefore(boot.Add(set.Delay))
+		}
+		out[i] = &watcher{set: set, src: c.source(set, loc), mon: mon, failed: make(chan struct{})}
 	}
 	return out, nil
 }
 
-func (c *LogChecker) source(set *RuleSet) Source {
+func (c *LogChecker) source(set *RuleSet, loc *time.Location) Source {
 	switch set.Plugin {
 	case PluginFilelog:
-		return &FileSource{FS: c.fs, Path: set.LogPath, Clock: c.clk, Parse: set.Parse}
+		return &FileSource{FS: c.fs, Path: set.LogPath, Clock: c.clk, Parse: set.Parse, SkipList: set.SkipList, Location: loc}
 	case PluginJournald:
 		src := &JournalSource{FS: c.fs, Clock: c.clk, Identifiers: set.Identifiers, Units: set.Units}
 		if set.LogPath != "" {
@@ -263,30 +274,46 @@ func (c *LogChecker) Run(ctx context.Context) ([]check.Finding, error) {
 		}
 	}
 	var errs, missing []error
+	var out []check.Finding
+	var read []*watcher
 	for _, w := range ws {
-		if err := w.lastErr(); err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				missing = append(missing, err)
-				continue
-			}
+		err := w.lastErr()
+		if err == nil {
+			err = w.mon.Absent()
+		}
+		switch {
+		case err == nil:
+			read = append(read, w)
+		case errors.Is(err, fs.ErrNotExist):
+			missing = append(missing, err)
+			out = append(out, absentFinding(w))
+		default:
 			errs = append(errs, fmt.Errorf("%s (%s): %w", w.src, w.set.File, err))
 		}
 	}
 	if len(missing) == len(ws) {
-		return nil, check.NotApplicable("no kernel log to read under the host root (%v); in a pod, mount the host's /dev/kmsg", errors.Join(missing...))
+		return nil, check.NotApplicable("no log to read under the host root (%v); in a pod, mount the host's /dev/kmsg and the logs the rule files name", errors.Join(missing...))
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	now := c.clk.Now()
-	var out []check.Finding
-	for _, w := range ws {
-		if w.lastErr() == nil {
-			out = append(out, w.mon.Findings(now)...)
-		}
+	for _, w := range read {
+		out = append(out, w.mon.Findings(now)...)
 	}
 	attribute(ctx, c.attr, out)
 	return mergeConditions(out), nil
+}
+
+// absentFinding says a rule file watches nothing because its log is not on
+// this node (NPD would wait for it silently).
+func absentFinding(w *watcher) check.Finding {
+	return check.Finding{
+		Severity: check.SeverityOK,
+		Reason:   "LogAbsent",
+		Message:  fmt.Sprintf("%s: %s is not on this node; its rules apply once it appears", w.set.Name, w.src),
+		Details:  map[string]string{"ruleFile": w.set.File},
+	}
 }
 
 // mergeConditions keeps one finding per condition, the worst, when several

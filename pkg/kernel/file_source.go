@@ -42,6 +42,11 @@ type FileSource struct {
 	PollInterval time.Duration
 	// MaxLookbackBytes defaults to 16 MiB.
 	MaxLookbackBytes int64
+	// SkipList drops lines containing any of these strings unparsed.
+	SkipList [][]byte
+	// Location is the node's time zone, for timestamps without one;
+	// nil: the clock's.
+	Location *time.Location
 }
 
 func (s *FileSource) String() string { return "file " + s.Path }
@@ -57,6 +62,7 @@ func (s *FileSource) Read(ctx context.Context, since time.Time, follow bool, sin
 		if !follow || !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
+		reportAbsent(sink, err)
 	}
 	poll := s.PollInterval
 	if poll <= 0 {
@@ -108,7 +114,7 @@ func (t *tailer) close() {
 func (t *tailer) open(first bool) error {
 	f, err := t.src.FS.Open(t.src.Path)
 	if err != nil {
-		return fmt.Errorf("log file: open %s: %w", t.src.Path, err)
+		return fmt.Errorf("log file: %w", err) // names the path
 	}
 	info, err := f.Stat()
 	if err != nil {
@@ -197,7 +203,14 @@ func (t *tailer) emit(line []byte) {
 		t.skipFirst = false
 		return
 	}
-	ts, msg, ok := t.src.Parse(line, t.src.Clock.Now())
+	if containsAny(line, t.src.SkipList) {
+		return
+	}
+	now := t.src.Clock.Now()
+	if t.src.Location != nil {
+		now = now.In(t.src.Location)
+	}
+	ts, msg, ok := t.src.Parse(line, now)
 	if !ok {
 		return
 	}
@@ -213,6 +226,9 @@ func (t *tailer) checkRotation() error {
 		err := t.open(false)
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
+		}
+		if err == nil {
+			reportAbsent(t.sink, nil)
 		}
 		return err
 	}

@@ -87,11 +87,11 @@ func (s *JournalSource) Read(ctx context.Context, since time.Time, follow bool, 
 		poll = pollInterval
 	}
 	for {
-		if err := r.poll(ctx, sink); err != nil {
-			if !follow || !errors.Is(err, fs.ErrNotExist) {
-				return err
-			}
+		err := r.poll(ctx, sink)
+		if err != nil && (!follow || !errors.Is(err, fs.ErrNotExist)) {
+			return err
 		}
+		reportAbsent(sink, err)
 		sink.HandleCaughtUp()
 		if !follow {
 			return nil

@@ -191,9 +191,9 @@ func TestLogCheckerJournalSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &LogChecker{fs: os.DirFS(t.TempDir()), clk: clocktesting.NewFakeClock(time.Now())}
-	src, ok := c.source(set).(*JournalSource)
+	src, ok := c.source(set, time.UTC).(*JournalSource)
 	if !ok || !slices.Equal(src.Identifiers, []string{"kubelet"}) || !slices.Equal(src.Dirs, []string{"var/log/journal"}) {
-		t.Fatalf("source = %#v", c.source(set))
+		t.Fatalf("source = %#v", c.source(set, time.UTC))
 	}
 }
 

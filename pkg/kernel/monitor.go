@@ -1,7 +1,9 @@
 package kernel
 
 import (
+	"bytes"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -46,6 +48,11 @@ type Monitor struct {
 	// see all the log there is, to rebuild conditions after a restart,
 	// while events come only from the lookback window.
 	eventsSince time.Time
+	// ignoreBefore drops lines logged before it altogether (NPD's delay
+	// after boot).
+	ignoreBefore time.Time
+	// absent is why the followed log is not there, while it is not.
+	absent atomic.Pointer[error]
 
 	caughtUp     chan struct{} // closed once the log has been read up to now
 	caughtUpOnce sync.Once
@@ -91,6 +98,32 @@ func NewMonitor(set *RuleSet, clk clock.PassiveClock, maxPending int) *Monitor {
 // before since; permanent rules still see them. Call before feeding lines.
 func (mo *Monitor) SetEventWindow(since time.Time) { mo.eventsSince = since }
 
+// SetIgnoreBefore makes the monitor drop lines logged before t, for rules
+// and conditions alike. Call before feeding lines.
+func (mo *Monitor) SetIgnoreBefore(t time.Time) { mo.ignoreBefore = t }
+
+// HandleAbsent implements AbsenceSink.
+// It logs each change, so a missing log is said once, not every poll.
+func (mo *Monitor) HandleAbsent(err error) {
+	if err == nil {
+		if mo.absent.Swap(nil) != nil {
+			slog.Info("log appeared; its rules apply now", "ruleFile", mo.set.File)
+		}
+		return
+	}
+	if mo.absent.Swap(&err) == nil {
+		slog.Info("log not on this node; its rules wait for it", "ruleFile", mo.set.File, "err", err)
+	}
+}
+
+// Absent is why the followed log is missing; nil when it is there.
+func (mo *Monitor) Absent() error {
+	if p := mo.absent.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 // HandleCaughtUp implements Sink.
 func (mo *Monitor) HandleCaughtUp() { mo.caughtUpOnce.Do(func() { close(mo.caughtUp) }) }
 
@@ -102,7 +135,23 @@ func (mo *Monitor) CaughtUp() <-chan struct{} { return mo.caughtUp }
 func (mo *Monitor) HandleLine(l Line) {
 	mo.lines.Add(1)
 	mo.lineTime = l.Time
+	if !l.Time.IsZero() && l.Time.Before(mo.ignoreBefore) {
+		return
+	}
+	// A file source skips on the whole line, before parsing it.
+	if mo.set.Plugin != PluginFilelog && containsAny(l.Text, mo.set.SkipList) {
+		return
+	}
 	mo.m.process(l.Text, mo)
+}
+
+func containsAny(b []byte, subs [][]byte) bool {
+	for _, s := range subs {
+		if bytes.Contains(b, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // HandleOverrun implements Sink.
@@ -209,10 +258,8 @@ func (mo *Monitor) describe(r *Rule, text []byte, sub []int) (string, map[string
 	var msg string
 	if r.Message != "" {
 		msg = string(r.re.Expand(nil, []byte(r.Message), text, sub))
-	} else if mo.set.Plugin == PluginJournald {
-		msg = "journal: " + quote(log)
 	} else {
-		msg = "kernel log: " + quote(log)
+		msg = orLabel(mo.set.Label) + ": " + quote(log)
 	}
 	if r.MessageSuffix != "" {
 		msg += r.MessageSuffix
@@ -221,6 +268,13 @@ func (mo *Monitor) describe(r *Rule, text []byte, sub []int) (string, map[string
 		msg = fmt.Sprintf("%s (%d times within %s)", msg, r.Count, r.Window)
 	}
 	return msg, details
+}
+
+func orLabel(l string) string {
+	if l == "" {
+		return "kernel log"
+	}
+	return l
 }
 
 // quote shortens a log excerpt to one line for a message.

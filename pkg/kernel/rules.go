@@ -49,6 +49,10 @@ type ruleFile struct {
 	Conditions       []conditionSpec `json:"conditions" yaml:"conditions"`
 	Rules            []ruleSpec      `json:"rules" yaml:"rules"`
 	Skip             []string        `json:"skip" yaml:"skip"`
+	// SkipList (NPD) drops lines containing any of these strings.
+	SkipList []string `json:"skipList" yaml:"skipList"`
+	// Delay (NPD) ignores what is logged this long after boot.
+	Delay string `json:"delay" yaml:"delay"`
 }
 
 type pluginConfig struct {
@@ -107,6 +111,14 @@ type RuleSet struct {
 	Rules      []*Rule
 	// Skip drops lines before any rule sees them.
 	Skip []*regexp.Regexp
+	// SkipList drops lines containing any of these strings before they
+	// reach the rules, as NPD's skipList does (for files, on the whole line).
+	SkipList [][]byte
+	// Delay: lines logged less than this after boot are ignored (NPD).
+	Delay time.Duration
+	// Label names the log in findings' messages ("kernel log", "journal",
+	// or the file for a log that is not the kernel's).
+	Label string
 }
 
 // Condition is a node condition a rule file drives, with its healthy state.
@@ -163,10 +175,13 @@ func ParseRules(name string, data []byte) (*RuleSet, error) {
 	var f ruleFile
 	npd := strings.EqualFold(filepath.Ext(name), ".json")
 	if npd {
+		if why := npdRefusal(data); why != "" {
+			return nil, fmt.Errorf("rule file %s: refused: %s", name, why)
+		}
 		d := json.NewDecoder(bytes.NewReader(data))
 		d.DisallowUnknownFields()
 		if err := d.Decode(&f); err != nil {
-			return nil, fmt.Errorf("rule file %s: %w", name, err)
+			return nil, fmt.Errorf("rule file %s: %w", name, npdDecodeError(data, err))
 		}
 		if d.More() {
 			return nil, fmt.Errorf("rule file %s: data after the JSON object", name)
@@ -211,6 +226,7 @@ func compile(name string, f *ruleFile, npd bool) (*RuleSet, []error) {
 				fail("pluginConfig: %w", err)
 			}
 			set.Parse = p
+			set.Label = "log " + f.LogPath
 		}
 	case PluginJournald:
 		compileJournald(set, f, fail)
@@ -239,6 +255,27 @@ func compile(name string, f *ruleFile, npd bool) (*RuleSet, []error) {
 			fail("skip[%d]: %w", i, err)
 		}
 		set.Skip = append(set.Skip, re)
+	}
+	for i, s := range f.SkipList {
+		if s == "" {
+			fail("skipList[%d]: an empty string would skip every line", i)
+			continue
+		}
+		set.SkipList = append(set.SkipList, []byte(s))
+	}
+	if f.Delay != "" {
+		d, err := time.ParseDuration(f.Delay)
+		if err != nil || d < 0 {
+			fail("delay %q: not a duration such as 5m", f.Delay)
+		}
+		set.Delay = d
+	}
+	switch {
+	case set.Label != "":
+	case set.Plugin == PluginJournald:
+		set.Label = "journal"
+	default:
+		set.Label = "kernel log"
 	}
 
 	conds := map[string]bool{}
@@ -407,8 +444,9 @@ func hostPath(p string) string {
 	return strings.TrimPrefix(path.Clean("/"+p), "/")
 }
 
-// npdLineParser implements NPD's filelog pluginConfig: a timestamp regexp,
-// a message regexp whose first group is the message, and a Go time layout.
+// npdLineParser implements NPD's filelog pluginConfig: a timestamp regexp
+// and a message regexp, each giving its last group (the whole match when it
+// has none), and a Go time layout read in the time zone of now.
 func npdLineParser(pc *pluginConfig) (LineParser, error) {
 	if pc.Timestamp == "" || pc.Message == "" || pc.TimestampFormat == "" {
 		return nil, errors.New("timestamp, message and timestampFormat are all required")
@@ -421,29 +459,41 @@ func npdLineParser(pc *pluginConfig) (LineParser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("message: %w", err)
 	}
-	if msgRe.NumSubexp() < 1 {
-		return nil, errors.New("message: needs a group capturing the message")
-	}
 	layout := pc.TimestampFormat
 	return func(line []byte, now time.Time) (time.Time, []byte, bool) {
-		loc := tsRe.FindIndex(line)
-		if loc == nil {
+		ts, ok := lastGroup(tsRe, line)
+		if !ok {
 			return time.Time{}, nil, false
 		}
-		ts, err := time.ParseInLocation(layout, string(line[loc[0]:loc[1]]), now.Location())
+		t, err := time.ParseInLocation(layout, string(ts), now.Location())
 		if err != nil {
 			return time.Time{}, nil, false
 		}
-		if ts.Year() == 0 {
-			ts = ts.AddDate(now.Year(), 0, 0)
-			if ts.After(now.Add(24 * time.Hour)) {
-				ts = ts.AddDate(-1, 0, 0)
+		if t.Year() == 0 {
+			t = t.AddDate(now.Year(), 0, 0)
+			if t.After(now.Add(24 * time.Hour)) {
+				t = t.AddDate(-1, 0, 0)
 			}
 		}
-		m := msgRe.FindSubmatchIndex(line)
-		if m == nil || m[2] < 0 {
+		msg, ok := lastGroup(msgRe, line)
+		if !ok {
 			return time.Time{}, nil, false
 		}
-		return ts, line[m[2]:m[3]], true
+		return t, msg, true
 	}, nil
+}
+
+// lastGroup is what NPD takes of a match: the last submatch, which is the
+// whole match for an expression without groups; a group that did not
+// take part is empty.
+func lastGroup(re *regexp.Regexp, line []byte) ([]byte, bool) {
+	m := re.FindSubmatchIndex(line)
+	if m == nil {
+		return nil, false
+	}
+	i := len(m) - 2
+	if m[i] < 0 {
+		return line[:0], true
+	}
+	return line[m[i]:m[i+1]], true
 }

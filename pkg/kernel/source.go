@@ -35,3 +35,16 @@ type Source interface {
 	// String names the source for messages, e.g. "kmsg dev/kmsg".
 	String() string
 }
+
+// AbsenceSink is a Sink that wants to know whether the log exists: a
+// following source waits for a missing log instead of failing, and says so
+// each time that changes (err wraps fs.ErrNotExist; nil once it is there).
+type AbsenceSink interface {
+	HandleAbsent(err error)
+}
+
+func reportAbsent(s Sink, err error) {
+	if a, ok := s.(AbsenceSink); ok {
+		a.HandleAbsent(err)
+	}
+}
