@@ -8,13 +8,16 @@ import (
 	"sync"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	coordinationlisters "k8s.io/client-go/listers/coordination/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
@@ -26,6 +29,7 @@ import (
 // is known; until then every read returns why there is no cluster.
 type Informers struct {
 	mu       sync.RWMutex
+	cs       kubernetes.Interface
 	noAccess error
 	nodeName string
 	factory  informers.SharedInformerFactory
@@ -34,7 +38,15 @@ type Informers struct {
 	eps      discoverylisters.EndpointSliceLister
 	node     corelisters.NodeLister
 	synced   []cache.InformerSynced
+	// The node's Lease is watched apart: without RBAC for it the other
+	// reads still work.
+	leases      informers.SharedInformerFactory
+	lease       coordinationlisters.LeaseLister
+	leaseSynced cache.InformerSynced
 }
+
+// NodeLeaseNamespace holds the Lease each kubelet renews for its node.
+const NodeLeaseNamespace = "kube-node-lease"
 
 // NewInformers returns unconnected informers; reads fail with why until
 // Connect.
@@ -51,18 +63,22 @@ func (i *Informers) Disconnected(why error) {
 
 // Connect builds the factory. resync 0 means no periodic resync.
 func (i *Informers) Connect(cs kubernetes.Interface, node string, resync time.Duration) {
-	f := informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTransform(TrimObject))
-	nf := informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTransform(TrimObject), informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+	byName := informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", node).String()
-	}))
+	})
+	f := informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTransform(TrimObject))
+	nf := informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTransform(TrimObject), byName)
+	lf := informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTransform(TrimObject), informers.WithNamespace(NodeLeaseNamespace), byName)
+	leases := lf.Coordination().V1().Leases()
 	svc := f.Core().V1().Services()
 	eps := f.Discovery().V1().EndpointSlices()
 	nodes := nf.Core().V1().Nodes()
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	i.factory, i.nodes, i.nodeName = f, nf, node
+	i.cs, i.factory, i.nodes, i.nodeName = cs, f, nf, node
 	i.svc, i.eps, i.node = svc.Lister(), eps.Lister(), nodes.Lister()
 	i.synced = []cache.InformerSynced{svc.Informer().HasSynced, eps.Informer().HasSynced, nodes.Informer().HasSynced}
+	i.leases, i.lease, i.leaseSynced = lf, leases.Lister(), leases.Informer().HasSynced
 	i.noAccess = nil
 }
 
@@ -70,13 +86,14 @@ func (i *Informers) Connect(cs kubernetes.Interface, node string, resync time.Du
 // timeout. It returns at once when not connected.
 func (i *Informers) Start(ctx context.Context, timeout time.Duration) error {
 	i.mu.RLock()
-	f, nf, synced := i.factory, i.nodes, i.synced
+	f, nf, lf, synced := i.factory, i.nodes, i.leases, i.synced
 	i.mu.RUnlock()
 	if f == nil {
 		return nil
 	}
 	f.Start(ctx.Done())
 	nf.Start(ctx.Done())
+	lf.Start(ctx.Done())
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if !cache.WaitForCacheSync(wctx.Done(), synced...) {
@@ -126,6 +143,45 @@ func (i *Informers) Node() (*corev1.Node, error) {
 		return nil, nil //nolint:nilerr // not registered (yet): no node facts
 	}
 	return n, nil
+}
+
+// NodeLease returns this node's Lease in kube-node-lease, or nil when
+// there is none.
+func (i *Informers) NodeLease() (*coordinationv1.Lease, error) {
+	i.mu.RLock()
+	noAccess, synced, lister, name := i.noAccess, i.leaseSynced, i.lease, i.nodeName
+	i.mu.RUnlock()
+	if noAccess != nil {
+		return nil, noAccess
+	}
+	if !synced() {
+		return nil, fmt.Errorf("kube: the Lease %s/%s has not been listed yet (node-doctor needs get, list and watch on leases there)", NodeLeaseNamespace, name)
+	}
+	l, err := lister.Leases(NodeLeaseNamespace).Get(name)
+	if err != nil {
+		return nil, nil //nolint:nilerr // no Lease: the kubelet never registered one
+	}
+	return l, nil
+}
+
+// GetNodeLease reads this node's Lease from the API server itself, past
+// the informer's cache (which may lag when the watch is down); nil when
+// there is none.
+func (i *Informers) GetNodeLease(ctx context.Context) (*coordinationv1.Lease, error) {
+	i.mu.RLock()
+	cs, noAccess, name := i.cs, i.noAccess, i.nodeName
+	i.mu.RUnlock()
+	if noAccess != nil {
+		return nil, noAccess
+	}
+	l, err := cs.CoordinationV1().Leases(NodeLeaseNamespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kube: get Lease %s/%s: %w", NodeLeaseNamespace, name, err)
+	}
+	return l, nil
 }
 
 // NodeName is the node the informers watch.

@@ -1,12 +1,17 @@
 package kube
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes/fake"
 )
 
 func TestTrimObject(t *testing.T) {
@@ -71,5 +76,52 @@ func TestTrimObjectKeepsWhatKubeProxyReads(t *testing.T) {
 	}
 	if n.Status.Images != nil || len(n.Labels) != 2 {
 		t.Errorf("node %+v", n)
+	}
+}
+
+func TestNodeLease(t *testing.T) {
+	i := NewInformers()
+	if _, err := i.NodeLease(); !errors.Is(err, ErrNoCluster) {
+		t.Fatalf("unconnected: %v, want ErrNoCluster", err)
+	}
+	renew := metav1.NewMicroTime(time.Now().Add(-time.Minute).Truncate(time.Second))
+	cs := fake.NewClientset(
+		&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: NodeLeaseNamespace, Name: "n1"}, Spec: coordinationv1.LeaseSpec{RenewTime: &renew}},
+		&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: NodeLeaseNamespace, Name: "n2"}},
+		&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "n1"}},
+	)
+	i.Connect(cs, "n1", 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := i.Start(ctx, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		_, err := i.NodeLease()
+		return err == nil, nil
+	}); err != nil {
+		t.Fatal("lease never listed")
+	}
+	l, err := i.NodeLease()
+	if err != nil || l == nil || l.Namespace != NodeLeaseNamespace || l.Name != "n1" || !l.Spec.RenewTime.Equal(&renew) {
+		t.Fatalf("NodeLease = %+v, %v", l, err)
+	}
+	if l, err := i.GetNodeLease(ctx); err != nil || l == nil || l.Name != "n1" {
+		t.Fatalf("GetNodeLease = %+v, %v", l, err)
+	}
+	i2 := NewInformers()
+	i2.Connect(fake.NewClientset(), "n3", 0)
+	if err := i2.Start(ctx, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	_ = wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+		_, err := i2.NodeLease()
+		return err == nil, nil
+	})
+	if l, err := i2.NodeLease(); l != nil || err != nil {
+		t.Fatalf("no lease: %+v, %v; want nil, nil", l, err)
+	}
+	if l, err := i2.GetNodeLease(ctx); l != nil || err != nil {
+		t.Fatalf("GetNodeLease with no lease: %+v, %v; want nil, nil", l, err)
 	}
 }
