@@ -137,6 +137,7 @@ func (g *globals) setup(flags *pflag.FlagSet, stderr io.Writer) (*setup, error) 
 	informers := kube.NewInformers()
 	defs := checks.All(checks.Deps{
 		Services:  informers,
+		Node:      informers,
 		IPTables:  netcheck.ExecIPTablesSaver{},
 		NFT:       netcheck.ExecNFT{},
 		IPVS:      netcheck.MobyIPVS{},

@@ -12,6 +12,10 @@ const (
 	ConditionKubeProxyRules = "KubeProxyRulesProblem"
 	// ConditionConntrack: the conntrack table is (nearly) full or dropping.
 	ConditionConntrack = "ConntrackProblem"
+	// ConditionKubeletUnhealthy: the kubelet is gone, stopped, failing
+	// healthz, not renewing its Lease or reporting PLEG unhealthy; named as
+	// NPD's health-checker names it.
+	ConditionKubeletUnhealthy = "KubeletUnhealthy"
 )
 
 // Node condition types the kernel log drives, named as node-problem-detector

@@ -10,6 +10,7 @@ import (
 	"github.com/node-doctor/node-doctor/pkg/check"
 	"github.com/node-doctor/node-doctor/pkg/cri"
 	"github.com/node-doctor/node-doctor/pkg/kernel"
+	"github.com/node-doctor/node-doctor/pkg/kubelet"
 	"github.com/node-doctor/node-doctor/pkg/netcheck"
 )
 
@@ -37,6 +38,9 @@ type Deps struct {
 	NFT       netcheck.NFTLister
 	IPVS      netcheck.IPVSLister
 	KubeProxy netcheck.KubeProxyAPI
+	// Node reads this node's Lease and Node for the kubelet check; nil
+	// without a cluster.
+	Node kubelet.API
 }
 
 func (d Deps) kubeProxy() netcheck.KubeProxyDeps {
@@ -65,6 +69,7 @@ func All(d Deps) []*check.Definition {
 		cri.SandboxCheck(d.CRI),
 		cri.StuckCheck(d.CRI),
 		cri.InventoryCheck(d.CRI),
+		kubelet.HealthCheck(kubelet.HealthDeps{FS: d.HostFS, API: d.Node, Clock: d.Clock}),
 		kernel.Log(d.HostFS, d.Clock, d.Pods),
 	}
 	out := make([]*check.Definition, len(defs))
