@@ -37,7 +37,7 @@ var npdFiles = map[string]string{
 	"systemd-monitor-counter.json":            "NPD's log-counter",
 	"health-checker-containerd.json":          "natively over CRI",
 	"health-checker-docker.json":              "natively over CRI",
-	"health-checker-kubelet.json":             "no kubelet health check yet",
+	"health-checker-kubelet.json":             "kubelet-health does this natively",
 	"system-stats-monitor.json":               "node_exporter",
 	"net-cgroup-system-stats-monitor.json":    "node_exporter",
 	"windows-system-stats-monitor.json":       "node_exporter",

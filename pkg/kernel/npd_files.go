@@ -85,7 +85,7 @@ func customRefusal(top map[string]json.RawMessage) string {
 		case "containerd", "docker", "cri":
 			msg += "; it watches the container runtime natively over CRI instead (checks cri-runtime and cri-runtime-ready, condition ContainerRuntimeProblem)"
 		case "kubelet":
-			msg += "; node-doctor has no kubelet health check yet"
+			msg += "; its check kubelet-health does this natively (condition KubeletUnhealthy, as NPD's; docs/kubelet.md)"
 		}
 		return msg
 	case base == "log-counter":
