@@ -3,7 +3,6 @@ package kube
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -213,63 +212,17 @@ func (c *Conditions) recordMetrics(want map[string]corev1.NodeCondition) {
 }
 
 // desiredConditions computes each enabled condition type from the latest
-// results of the checks that drive it: True with the first problem's reason
-// when any found a problem; Unknown when none did but one could not run;
-// False otherwise. A type is left out until all its checks have run once.
-// lastTransitionTime is kept from prev when the status is unchanged.
+// results of the checks that drive it (check.StateOf). A type is left out
+// until all its checks have run once. lastTransitionTime is kept from prev
+// when the status is unchanged.
 func desiredConditions(producers map[string][]string, latest map[string]check.Result, prev map[string]corev1.NodeCondition, now time.Time) map[string]corev1.NodeCondition {
 	out := map[string]corev1.NodeCondition{}
 	for t, checks := range producers {
-		var problems []string
-		var reason string
-		var failed []string
-		var okReasons []string
-		okMessage := ""
-		ran := true
-		for _, name := range checks {
-			res, ok := latest[name]
-			if !ok {
-				ran = false
-				break
-			}
-			if res.Status == check.StatusError {
-				failed = append(failed, fmt.Sprintf("%s: %v", name, res.Err))
-				continue
-			}
-			for _, f := range res.Findings {
-				if f.Condition != t {
-					continue
-				}
-				switch f.Severity {
-				case check.SeverityProblem:
-					if reason == "" {
-						reason = f.Reason
-					}
-					problems = append(problems, f.Message)
-				case check.SeverityOK:
-					if !slices.Contains(okReasons, f.Reason) {
-						okReasons = append(okReasons, f.Reason)
-						okMessage = f.Message
-					}
-				}
-			}
-		}
-		if !ran {
+		st, ok := check.StateOf(t, checks, latest)
+		if !ok {
 			continue
 		}
-		cond := corev1.NodeCondition{Type: corev1.NodeConditionType(t)}
-		switch {
-		case len(problems) > 0:
-			cond.Status, cond.Reason, cond.Message = corev1.ConditionTrue, reason, joinMessages(problems)
-		case len(failed) > 0:
-			cond.Status, cond.Reason = corev1.ConditionUnknown, "CheckFailed"
-			cond.Message = joinMessages(append([]string{"node-doctor could not run"}, failed...))
-		case len(checks) == 1 && len(okReasons) == 1:
-			cond.Status, cond.Reason, cond.Message = corev1.ConditionFalse, okReasons[0], okMessage
-		default:
-			cond.Status, cond.Reason = corev1.ConditionFalse, "No"+t
-			cond.Message = "node-doctor checks " + strings.Join(checks, ", ") + " found no problem"
-		}
+		cond := corev1.NodeCondition{Type: corev1.NodeConditionType(t), Status: corev1.ConditionStatus(st.Status), Reason: st.Reason, Message: joinMessages(st.Messages)}
 		cond.LastHeartbeatTime = metav1.NewTime(now)
 		cond.LastTransitionTime = metav1.NewTime(now)
 		if p, ok := prev[t]; ok && p.Status == cond.Status && !p.LastTransitionTime.IsZero() {
