@@ -38,6 +38,7 @@ type Reporter struct {
 	errs     *prometheus.CounterVec
 	timeouts *prometheus.CounterVec
 	skipped  *prometheus.CounterVec
+	npd      *npd
 
 	mu   sync.Mutex
 	last map[string]check.Result
@@ -67,6 +68,7 @@ func New(defs []*check.Definition) *Reporter {
 			Help: "Check runs skipped because the previous run had not returned.",
 		}, []string{"check"}),
 		last: map[string]check.Result{},
+		npd:  newNPD(defs),
 	}
 	for _, d := range defs {
 		r.duration.WithLabelValues(d.Name)
@@ -81,7 +83,7 @@ func New(defs []*check.Definition) *Reporter {
 		ConstLabels: prometheus.Labels{"version": v, "revision": rev, "goversion": runtime.Version()},
 	})
 	buildInfo.Set(1)
-	r.Registry.MustRegister(r, r.duration, r.errs, r.timeouts, r.skipped, buildInfo,
+	r.Registry.MustRegister(r, r.duration, r.errs, r.timeouts, r.skipped, buildInfo, r.npd.counter, r.npd.gauge,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
@@ -102,6 +104,7 @@ func (r *Reporter) Report(res check.Result) {
 	r.mu.Lock()
 	r.last[res.Check] = res
 	r.mu.Unlock()
+	r.npd.report(res)
 }
 
 // Describe sends the descriptors of the result-derived metrics.
