@@ -119,6 +119,8 @@ type setup struct {
 	// informers are the process's shared Services/EndpointSlices/Node
 	// informers, connected once a cluster is known.
 	informers *kube.Informers
+	// noKube, when set, turns reporting to Kubernetes off and says why.
+	noKube error
 }
 
 func (g *globals) setup(flags *pflag.FlagSet, stderr io.Writer) (*setup, error) {

@@ -32,6 +32,7 @@ type kubeFlags struct {
 
 func newRunCommand(g *globals) *cobra.Command {
 	var kf kubeFlags
+	var npd npdFlags
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the agent: checks on their intervals, metrics and probes over HTTP, node conditions and Events",
@@ -52,6 +53,9 @@ Stops cleanly on SIGINT or SIGTERM.`,
 			s, err := g.setup(cmd.Flags(), cmd.ErrOrStderr())
 			if err != nil {
 				return err
+			}
+			if err := npd.apply(s, cmd.Flags()); err != nil {
+				return &exitError{ExitFailure, err}
 			}
 			v, rev := version.Get()
 			s.log.Info("starting node-doctor", "version", v, "revision", rev, "checks", len(s.defs), "host_root", s.cfg.HostRoot)
@@ -101,6 +105,7 @@ Stops cleanly on SIGINT or SIGTERM.`,
 	f.Float32Var(&kf.qps, "kube-api-qps", 5, "queries per second to the Kubernetes API server")
 	f.IntVar(&kf.burst, "kube-api-burst", 10, "burst of queries to the Kubernetes API server")
 	f.Float64Var(&kf.eventsQPS, "events-qps", 1, "Events written per second at most (burst 20); more wait in a bounded queue")
+	npd.register(f)
 	f.BoolVar(&kf.eventsLogs, "events-include-logs", false, "copy what containers logged (last log line, termination message; cut to 256 bytes) into Events; off because more people can read Events than pod logs")
 	return cmd
 }
@@ -113,6 +118,11 @@ type kubeParts struct {
 // kubeReporters builds the condition and event reporters, or returns nil
 // when no cluster is configured.
 func kubeReporters(s *setup, kf kubeFlags, m *metrics.Reporter) (*kubeParts, error) {
+	if s.noKube != nil {
+		s.log.Info("reporting to Kubernetes is off", "why", s.noKube.Error())
+		s.informers.Disconnected(s.noKube)
+		return nil, nil
+	}
 	rc, err := kube.RESTConfig(kube.ClientOptions{Kubeconfig: s.cfg.Kubeconfig, QPS: kf.qps, Burst: kf.burst, UserAgent: "node-doctor/" + versionString()})
 	if errors.Is(err, kube.ErrNoCluster) {
 		s.log.Info("reporting to Kubernetes is off", "why", err.Error())

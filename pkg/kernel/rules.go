@@ -168,6 +168,12 @@ func LoadRuleFile(file string) (*RuleSet, error) {
 	return ParseRules(file, b)
 }
 
+// RefusedError says an NPD config file is of a kind node-doctor does not
+// run, and why, in NPD's terms.
+type RefusedError struct{ File, Why string }
+
+func (e *RefusedError) Error() string { return "rule file " + e.File + ": refused: " + e.Why }
+
 // ParseRules compiles the rule file data; name decides the format by its
 // extension and is used in errors. Every problem is reported, each naming
 // the file, the rule and why.
@@ -176,7 +182,7 @@ func ParseRules(name string, data []byte) (*RuleSet, error) {
 	npd := strings.EqualFold(filepath.Ext(name), ".json")
 	if npd {
 		if why := npdRefusal(data); why != "" {
-			return nil, fmt.Errorf("rule file %s: refused: %s", name, why)
+			return nil, &RefusedError{File: name, Why: why}
 		}
 		d := json.NewDecoder(bytes.NewReader(data))
 		d.DisallowUnknownFields()

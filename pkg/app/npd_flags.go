@@ -1,0 +1,115 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/node-doctor/node-doctor/pkg/kernel"
+)
+
+// npdFlags are node-problem-detector's command-line flags, taken by `run`
+// so that a DaemonSet's args can stay when it switches. node-doctor's own
+// flags win where both are given.
+type npdFlags struct {
+	systemLog, customPlugin, systemStats []string
+	k8sExporter                          bool
+	promAddress                          string
+	promPort                             int
+	hostname                             string
+	heartbeat                            time.Duration
+	apiserverOverride                    string
+	// NPD's own health server and klog's flags: accepted, nothing to do.
+	address   string
+	port      int
+	logStderr bool
+}
+
+func (n *npdFlags) register(f *pflag.FlagSet) {
+	const npd = "node-problem-detector's flag: "
+	f.StringSliceVar(&n.systemLog, "config.system-log-monitor", nil, npd+"system-log-monitor config files (comma-separated), added to checks.kernel-log.ruleFiles")
+	f.StringSliceVar(&n.customPlugin, "config.custom-plugin-monitor", nil, npd+"custom plugin monitor config files; those node-doctor does natively or cannot run are logged with why and skipped")
+	f.StringSliceVar(&n.systemStats, "config.system-stats-monitor", nil, npd+"system-stats-monitor config files: logged as not run (node_exporter exports host statistics)")
+	f.BoolVar(&n.k8sExporter, "enable-k8s-exporter", true, npd+"false turns reporting to Kubernetes off")
+	f.StringVar(&n.promAddress, "prometheus-address", "127.0.0.1", npd+"with --prometheus-port, where /metrics is served (NPD's metrics problem_gauge and problem_counter are among them)")
+	f.IntVar(&n.promPort, "prometheus-port", 20257, npd+"port of /metrics; 0 keeps node-doctor's --metrics-address")
+	f.StringVar(&n.hostname, "hostname-override", "", npd+"same as --node-name")
+	f.DurationVar(&n.heartbeat, "k8s-exporter-heartbeat-period", 5*time.Minute, npd+"same as --condition-heartbeat")
+	f.StringVar(&n.apiserverOverride, "apiserver-override", "", npd+"not taken: give --kubeconfig instead")
+	f.StringVar(&n.address, "address", "127.0.0.1", npd+"NPD's health server address: accepted, /healthz is served on --metrics-address")
+	f.IntVar(&n.port, "port", 20256, npd+"NPD's health server port: accepted, see --address")
+	f.BoolVar(&n.logStderr, "logtostderr", true, "klog's flag, as NPD's manifests pass it: accepted, node-doctor logs to stderr")
+	for _, name := range []string{"address", "port", "logtostderr"} {
+		_ = f.MarkHidden(name)
+	}
+}
+
+// apply folds the NPD flags that were given into the setup, after the
+// config file and before anything is built from it.
+func (n *npdFlags) apply(s *setup, f *pflag.FlagSet) error {
+	changed := func(name string) bool { return f.Changed(name) }
+	if changed("apiserver-override") && n.apiserverOverride != "" {
+		return fmt.Errorf("--apiserver-override (node-problem-detector's) is not taken: its URL options are NPD's own; give --kubeconfig, or nothing in a pod")
+	}
+	if changed("prometheus-address") || changed("prometheus-port") {
+		if !changed("metrics-address") && n.promPort != 0 {
+			if net.ParseIP(n.promAddress) == nil && n.promAddress != "" {
+				return fmt.Errorf("--prometheus-address %q is not an IP address", n.promAddress)
+			}
+			if n.promPort < 0 || n.promPort > 65535 {
+				return fmt.Errorf("--prometheus-port %d is not a port", n.promPort)
+			}
+			s.cfg.MetricsAddress = net.JoinHostPort(n.promAddress, strconv.Itoa(n.promPort))
+		}
+	}
+	if changed("hostname-override") && !changed("node-name") {
+		s.cfg.NodeName = n.hostname
+	}
+	if changed("k8s-exporter-heartbeat-period") && !changed("condition-heartbeat") {
+		s.cfg.ConditionHeartbeat = n.heartbeat
+	}
+	if changed("enable-k8s-exporter") && !n.k8sExporter {
+		s.noKube = errors.New("reporting to Kubernetes turned off by --enable-k8s-exporter=false")
+	}
+	if err := s.cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid flags: %w", err)
+	}
+	for _, file := range n.systemStats {
+		s.log.Warn("not run: node-problem-detector system-stats-monitor config", "file", file,
+			"why", "node-doctor does not collect host statistics; node_exporter exports them")
+	}
+	files := append(append([]string(nil), n.systemLog...), n.customPlugin...)
+	if len(files) == 0 {
+		return nil
+	}
+	var ks *kernel.Settings
+	for _, d := range s.all {
+		if d.Name == kernel.CheckName {
+			ks, _ = d.Settings.(*kernel.Settings)
+		}
+	}
+	if ks == nil {
+		return errors.New("node-problem-detector monitor configs given but there is no kernel-log check")
+	}
+	var errs []error
+	for _, file := range files {
+		if _, err := kernel.LoadRuleFile(file); err != nil {
+			var refused *kernel.RefusedError
+			if errors.As(err, &refused) {
+				s.log.Warn("not run: node-problem-detector monitor config", "file", file, "why", refused.Why)
+				continue
+			}
+			errs = append(errs, err)
+			continue
+		}
+		ks.RuleFiles = append(ks.RuleFiles, file)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("node-problem-detector monitor configs: %w", err)
+	}
+	return ks.Validate()
+}
