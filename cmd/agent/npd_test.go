@@ -35,7 +35,7 @@ func TestRunTakesNPDArgs(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, "run", "--logtostderr",
 		"--config.system-log-monitor="+cfg("kernel-monitor.json", "readonly-monitor.json", "docker-monitor.json"),
-		"--config.custom-plugin-monitor="+cfg("health-checker-kubelet.json"),
+		"--config.custom-plugin-monitor="+cfg("health-checker-kubelet.json", "health-checker-containerd.json", "docker-monitor-counter.json"),
 		"--config.system-stats-monitor="+cfg("system-stats-monitor.json"),
 		"--prometheus-address=127.0.0.1", "--prometheus-port="+port,
 		"--enable-k8s-exporter=false", "--hostname-override=npd-node",
@@ -66,8 +66,10 @@ func TestRunTakesNPDArgs(t *testing.T) {
 		t.Fatalf("serves on %q, want NPD's --prometheus-address/--prometheus-port 127.0.0.1:%s; log:\n%s", addr, port, log)
 	}
 	for _, want := range []string{
-		`not run: node-problem-detector monitor config" file=` + filepath.Join(npdConfig, "health-checker-kubelet.json"),
-		"kubelet-health does this natively",
+		`node-problem-detector health-checker mapped onto kubelet-health (condition KubeletUnhealthy)" file=` + filepath.Join(npdConfig, "health-checker-kubelet.json") + ` component=kubelet cooldown=1m0s healthz_timeout=10s interval=10s timeout=14s`,
+		`repair is off: node-doctor does not restart kubelet`,
+		`mapped onto cri-runtime and cri-runtime-ready (condition ContainerRuntimeProblem, where NPD's is ContainerRuntimeUnhealthy)`,
+		`not run: node-problem-detector monitor config" file=` + filepath.Join(npdConfig, "docker-monitor-counter.json"),
 		`not run: node-problem-detector system-stats-monitor config`,
 		`reporting to Kubernetes is off" why="reporting to Kubernetes turned off by --enable-k8s-exporter=false"`,
 	} {

@@ -4,12 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
 	"github.com/spf13/pflag"
 
+	"github.com/node-doctor/node-doctor/pkg/check"
 	"github.com/node-doctor/node-doctor/pkg/kernel"
+	"github.com/node-doctor/node-doctor/pkg/kubelet"
 )
 
 // npdFlags are node-problem-detector's command-line flags, taken by `run`
@@ -32,7 +35,7 @@ type npdFlags struct {
 func (n *npdFlags) register(f *pflag.FlagSet) {
 	const npd = "node-problem-detector's flag: "
 	f.StringSliceVar(&n.systemLog, "config.system-log-monitor", nil, npd+"system-log-monitor config files (comma-separated), added to checks.kernel-log.ruleFiles")
-	f.StringSliceVar(&n.customPlugin, "config.custom-plugin-monitor", nil, npd+"custom plugin monitor config files; those node-doctor does natively or cannot run are logged with why and skipped")
+	f.StringSliceVar(&n.customPlugin, "config.custom-plugin-monitor", nil, npd+"custom plugin monitor config files; NPD's health-checker configs are mapped onto the native checks, others node-doctor cannot run are logged with why and skipped")
 	f.StringSliceVar(&n.systemStats, "config.system-stats-monitor", nil, npd+"system-stats-monitor config files: logged as not run (node_exporter exports host statistics)")
 	f.BoolVar(&n.k8sExporter, "enable-k8s-exporter", true, npd+"false turns reporting to Kubernetes off")
 	f.StringVar(&n.promAddress, "prometheus-address", "127.0.0.1", npd+"with --prometheus-port, where /metrics is served (NPD's metrics problem_gauge and problem_counter are among them)")
@@ -82,7 +85,16 @@ func (n *npdFlags) apply(s *setup, f *pflag.FlagSet) error {
 		s.log.Warn("not run: node-problem-detector system-stats-monitor config", "file", file,
 			"why", "node-doctor does not collect host statistics; node_exporter exports them")
 	}
-	files := append(append([]string(nil), n.systemLog...), n.customPlugin...)
+	files := append([]string(nil), n.systemLog...)
+	for _, file := range n.customPlugin {
+		mapped, err := mapHealthChecker(s, file)
+		if err != nil {
+			return fmt.Errorf("node-problem-detector monitor config %s: %w", file, err)
+		}
+		if !mapped {
+			files = append(files, file)
+		}
+	}
 	if len(files) == 0 {
 		return nil
 	}
@@ -112,4 +124,55 @@ func (n *npdFlags) apply(s *setup, f *pflag.FlagSet) error {
 		return fmt.Errorf("node-problem-detector monitor configs: %w", err)
 	}
 	return ks.Validate()
+}
+
+// mapHealthChecker takes one of NPD's health-checker configs onto the
+// native check that does its job, with its thresholds where they mean
+// something here. Repair is never done: node-doctor only reads.
+func mapHealthChecker(s *setup, file string) (bool, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return false, err
+	}
+	hc, ok, err := kubelet.ParseNPDHealthChecker(data)
+	if !ok {
+		return false, nil //nolint:nilerr // not a health-checker: loaded as a rule file
+	}
+	if err != nil {
+		return true, err
+	}
+	def := func(name string) *check.Definition {
+		for _, d := range s.all {
+			if d.Name == name {
+				return d
+			}
+		}
+		return nil
+	}
+	log := s.log.With("file", file, "component", hc.Component)
+	switch hc.Component {
+	case "kubelet":
+		d := def("kubelet-health")
+		ks, _ := d.Settings.(*kubelet.HealthSettings)
+		if err := ks.ApplyNPD(hc); err != nil {
+			return true, fmt.Errorf("--cooldown-time/--health-check-timeout: %w", err)
+		}
+		if hc.Interval > 0 {
+			d.Interval = hc.Interval
+		}
+		// A run waits for healthz at most 3/4 of its timeout.
+		d.Timeout = max(d.Timeout, (hc.Timeout*4/3).Round(time.Second)+time.Second)
+		log.Info("node-problem-detector health-checker mapped onto kubelet-health (condition KubeletUnhealthy)",
+			"cooldown", hc.Cooldown, "healthz_timeout", hc.Timeout, "interval", d.Interval, "timeout", d.Timeout)
+	case "docker", "cri", "containerd":
+		log.Info("node-problem-detector health-checker mapped onto cri-runtime and cri-runtime-ready (condition ContainerRuntimeProblem, where NPD's is " + hc.Condition + "); its thresholds do not apply: the CRI checks time each call themselves")
+	case "kube-proxy":
+		log.Info("node-problem-detector health-checker mapped onto kube-proxy-health (condition KubeProxyRulesProblem, where NPD's is " + hc.Condition + ")")
+	default:
+		return true, fmt.Errorf("health-checker --component=%s: NPD knows kubelet, docker, cri and kube-proxy", hc.Component)
+	}
+	if hc.EnableRepair {
+		log.Warn("repair is off: node-doctor does not restart "+hc.Service+" (--enable-repair=true is not taken); it only reports", "service", hc.Service)
+	}
+	return true, nil
 }

@@ -310,7 +310,7 @@ func TestSettingsValidate(t *testing.T) {
 	for _, s := range []HealthSettings{
 		{HealthzAddress: "localhost:10248", HealthzTimeout: time.Second},
 		{HealthzAddress: "127.0.0.1", HealthzTimeout: time.Second},
-		{HealthzTimeout: 9 * time.Second},
+		{HealthzTimeout: 2 * time.Minute},
 		{HealthzTimeout: time.Second, Cooldown: -1},
 		{HealthzTimeout: time.Second, MaxLeaseAge: time.Second},
 	} {
