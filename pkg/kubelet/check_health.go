@@ -162,7 +162,7 @@ func (c *healthCheck) Run(ctx context.Context) ([]check.Finding, error) {
 	if f := c.leaseStale(ctx, now, p, lease, det); f != nil {
 		out = append(out, *f)
 	}
-	if f := c.pleg(); f != nil {
+	if f := c.pleg(now, p); f != nil {
 		out = append(out, *f)
 	}
 	if len(out) > 0 {
@@ -331,9 +331,11 @@ func (c *healthCheck) leaseStale(ctx context.Context, now time.Time, p Process, 
 }
 
 // pleg reports what the kubelet itself says of its pod lifecycle event
-// generator in the Node's Ready condition.
-func (c *healthCheck) pleg() *check.Finding {
-	if c.d.API == nil {
+// generator in the Node's Ready condition. A kubelet within its cooldown
+// says "PLEG is not healthy: pleg has yet to be successful" until its
+// first relist: that is start-up, not a problem.
+func (c *healthCheck) pleg(now time.Time, p Process) *check.Finding {
+	if c.d.API == nil || now.Sub(p.Started) < c.s.Cooldown {
 		return nil
 	}
 	n, err := c.d.API.Node()

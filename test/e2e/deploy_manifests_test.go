@@ -9,19 +9,34 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/node-doctor/node-doctor/pkg/checks"
 )
 
-// ownedConditions are the node condition types node-doctor owns, each of
-// which must have an alert in deploy/prometheus-operator/prometheusrule.yaml.
-var ownedConditions = []string{
-	"NetworkConfigProblem", "ContainerRuntimeProblem", "KernelDeadlock", "ReadonlyFilesystem",
-	"FrequentUnregisterNetDevice", "KubeProxyRulesProblem", "ConntrackProblem",
+// ownedConditions are the node condition types node-doctor's checks
+// declare (rule files add more), each of which must have an alert in
+// deploy/prometheus-operator/prometheusrule.yaml.
+func ownedConditions() []string {
+	var out []string
+	for _, d := range checks.All(checks.Deps{}) {
+		for _, c := range d.Conditions {
+			if !slices.Contains(out, c) {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
 }
+
+// criticalConditions are those whose alert is critical: the node cannot
+// run pods.
+var criticalConditions = []string{"ContainerRuntimeProblem", "KernelDeadlock", "ReadonlyFilesystem", "KubeletUnhealthy"}
 
 func deployDir(t *testing.T) string {
 	t.Helper()
@@ -148,7 +163,7 @@ func TestDeployPrometheusRules(t *testing.T) {
 	t.Logf("promtool check rules: %s", bytes.TrimSpace(out))
 
 	b, _ := os.ReadFile(rules)
-	for _, c := range ownedConditions {
+	for _, c := range ownedConditions() {
 		if !strings.Contains(string(b), fmt.Sprintf(`condition="%s",status="True"`, c)) {
 			t.Errorf("no alert on %s=True", c)
 		}
@@ -157,9 +172,9 @@ func TestDeployPrometheusRules(t *testing.T) {
 	// Alerts are checked through the ALERTS series, so the test does not
 	// repeat the annotations' wording.
 	var series, firing strings.Builder
-	for _, c := range ownedConditions {
+	for _, c := range ownedConditions() {
 		sev := "warning"
-		if c == "ContainerRuntimeProblem" || c == "KernelDeadlock" || c == "ReadonlyFilesystem" {
+		if slices.Contains(criticalConditions, c) {
 			sev = "critical"
 		}
 		fmt.Fprintf(&series, "      - series: 'node_doctor_kube_node_condition{condition=%q,status=\"True\",node=\"n1\",instance=\"i1\"}'\n        values: '1x20'\n", c)
