@@ -214,7 +214,8 @@ func (c *Conditions) recordMetrics(want map[string]corev1.NodeCondition) {
 
 // desiredConditions computes each enabled condition type from the latest
 // results of the checks that drive it: True with the first problem's reason
-// when any found a problem; Unknown when none did but one could not run;
+// when any found a problem; Unknown when none did but one could not run or
+// could not tell (a finding marked Unknown);
 // False otherwise. A type is left out until all its checks have run once.
 // lastTransitionTime is kept from prev when the status is unchanged.
 func desiredConditions(producers map[string][]string, latest map[string]check.Result, prev map[string]corev1.NodeCondition, now time.Time) map[string]corev1.NodeCondition {
@@ -224,6 +225,7 @@ func desiredConditions(producers map[string][]string, latest map[string]check.Re
 		var reason string
 		var failed []string
 		var okReasons []string
+		var unknown []check.Finding
 		okMessage := ""
 		ran := true
 		for _, name := range checks {
@@ -238,6 +240,10 @@ func desiredConditions(producers map[string][]string, latest map[string]check.Re
 			}
 			for _, f := range res.Findings {
 				if f.Condition != t {
+					continue
+				}
+				if f.Unknown {
+					unknown = append(unknown, f)
 					continue
 				}
 				switch f.Severity {
@@ -264,6 +270,14 @@ func desiredConditions(producers map[string][]string, latest map[string]check.Re
 		case len(failed) > 0:
 			cond.Status, cond.Reason = corev1.ConditionUnknown, "CheckFailed"
 			cond.Message = joinMessages(append([]string{"node-doctor could not run"}, failed...))
+		case len(unknown) == 1 && len(checks) == 1:
+			cond.Status, cond.Reason, cond.Message = corev1.ConditionUnknown, unknown[0].Reason, unknown[0].Message
+		case len(unknown) > 0:
+			msgs := []string{"node-doctor could not tell"}
+			for _, f := range unknown {
+				msgs = append(msgs, f.Check+": "+f.Message)
+			}
+			cond.Status, cond.Reason, cond.Message = corev1.ConditionUnknown, "CheckFailed", joinMessages(msgs)
 		case len(checks) == 1 && len(okReasons) == 1:
 			cond.Status, cond.Reason, cond.Message = corev1.ConditionFalse, okReasons[0], okMessage
 		default:
