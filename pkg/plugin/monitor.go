@@ -40,13 +40,14 @@ type runner struct {
 	pending []check.Finding
 	dropped int
 	runs    map[Status]uint64
+	last    map[int]Status // by rule index, for logging changes only
 
 	first     chan struct{} // closed when the first batch has answered
 	firstOnce sync.Once
 }
 
 func newRunner(m *Monitor, clk clock.Clock) *runner {
-	r := &runner{mon: m, clk: clk, sem: make(chan struct{}, m.Concurrency), runs: map[Status]uint64{}, first: make(chan struct{})}
+	r := &runner{mon: m, clk: clk, sem: make(chan struct{}, m.Concurrency), runs: map[Status]uint64{}, last: map[int]Status{}, first: make(chan struct{})}
 	now := clk.Now()
 	for _, c := range m.Conditions {
 		r.conds = append(r.conds, condState{def: c, status: OK, reason: c.Reason, message: c.Message, since: now})
@@ -84,10 +85,15 @@ func (r *runner) logResult(rule *Rule, res Result) {
 	if res.Stderr != "" {
 		attrs = append(attrs, "stderr", res.Stderr)
 	}
-	if res.Status == OK {
+	r.mu.Lock()
+	prev, seen := r.last[rule.Index]
+	r.last[rule.Index] = res.Status
+	r.mu.Unlock()
+	switch {
+	case seen && prev == res.Status || !seen && res.Status == OK:
 		slog.Debug("plugin ran", attrs...)
-	} else {
-		slog.Info("plugin ran", attrs...)
+	default:
+		slog.Info("plugin answer changed", attrs...)
 	}
 }
 
