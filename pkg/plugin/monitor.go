@@ -40,7 +40,9 @@ type runner struct {
 	pending []check.Finding
 	dropped int
 	runs    map[Status]uint64
-	last    map[int]Status // by rule index, for logging changes only
+	// timeouts and droppedTotal count since the start, for metrics.
+	timeouts, droppedTotal uint64
+	last                   map[int]Status // by rule index, for logging changes only
 
 	first     chan struct{} // closed when the first batch has answered
 	firstOnce sync.Once
@@ -104,12 +106,16 @@ func (r *runner) apply(rule *Rule, res Result, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.runs[res.Status]++
+	if res.TimedOut {
+		r.timeouts++
+	}
 	if !rule.Permanent {
 		if res.Status == OK {
 			return
 		}
 		if len(r.pending) >= DefaultMaxPending {
 			r.dropped++
+			r.droppedTotal++
 			return
 		}
 		r.pending = append(r.pending, check.Finding{

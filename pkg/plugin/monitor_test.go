@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
 
@@ -291,5 +293,59 @@ func TestCheckSkipInitialStatusWaits(t *testing.T) {
 		if got := condOf(t, fs, "ProbeProblem"); got.sev != want {
 			t.Errorf("skip_initial_status %v: first run %+v, want %s", skip, got, want)
 		}
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	file, flag := writeMonitor(t, "")
+	if err := os.WriteFile(flag, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := newChecker(t, file)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	problemRuns := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				ls := map[string]string{}
+				for _, l := range m.GetLabel() {
+					ls[l.GetName()] = l.GetValue()
+				}
+				if mf.GetName() == "node_doctor_plugin_runs_total" && ls["source"] == "probe-monitor" && ls["status"] == "problem" {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+		return 0
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for problemRuns() < 2 { // two rules, both saying problem
+		if time.Now().After(deadline) {
+			t.Fatal("no problem runs counted")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) != 3 {
+		t.Errorf("%d metric families, want 3", len(mfs))
+	}
+	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
 }
