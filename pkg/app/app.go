@@ -200,5 +200,8 @@ func newLogger(w io.Writer, level, format string) *slog.Logger {
 	}
 	l := slog.New(h)
 	klog.SetSlogLogger(l)
+	// Checks that log from their own goroutines (kernel-log, custom-plugin)
+	// use the default logger.
+	slog.SetDefault(l)
 	return l
 }

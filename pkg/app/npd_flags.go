@@ -13,6 +13,7 @@ import (
 	"github.com/node-doctor/node-doctor/pkg/check"
 	"github.com/node-doctor/node-doctor/pkg/kernel"
 	"github.com/node-doctor/node-doctor/pkg/kubelet"
+	"github.com/node-doctor/node-doctor/pkg/plugin"
 )
 
 // npdFlags are node-problem-detector's command-line flags, taken by `run`
@@ -35,7 +36,7 @@ type npdFlags struct {
 func (n *npdFlags) register(f *pflag.FlagSet) {
 	const npd = "node-problem-detector's flag: "
 	f.StringSliceVar(&n.systemLog, "config.system-log-monitor", nil, npd+"system-log-monitor config files (comma-separated), added to checks.kernel-log.ruleFiles")
-	f.StringSliceVar(&n.customPlugin, "config.custom-plugin-monitor", nil, npd+"custom plugin monitor config files; NPD's health-checker configs are mapped onto the native checks, others node-doctor cannot run are logged with why and skipped")
+	f.StringSliceVar(&n.customPlugin, "config.custom-plugin-monitor", nil, npd+"custom plugin monitor config files, added to checks.custom-plugin.monitors; NPD's health-checker configs are mapped onto the native checks; those node-doctor cannot run (log-counter) are logged with why and skipped")
 	f.StringSliceVar(&n.systemStats, "config.system-stats-monitor", nil, npd+"system-stats-monitor config files: logged as not run (node_exporter exports host statistics)")
 	f.BoolVar(&n.k8sExporter, "enable-k8s-exporter", true, npd+"false turns reporting to Kubernetes off")
 	f.StringVar(&n.promAddress, "prometheus-address", "127.0.0.1", npd+"with --prometheus-port, where /metrics is served (NPD's metrics problem_gauge and problem_counter are among them)")
@@ -85,45 +86,78 @@ func (n *npdFlags) apply(s *setup, f *pflag.FlagSet) error {
 		s.log.Warn("not run: node-problem-detector system-stats-monitor config", "file", file,
 			"why", "node-doctor does not collect host statistics; node_exporter exports them")
 	}
-	files := append([]string(nil), n.systemLog...)
+	var monitors []string
 	for _, file := range n.customPlugin {
 		mapped, err := mapHealthChecker(s, file)
 		if err != nil {
 			return fmt.Errorf("node-problem-detector monitor config %s: %w", file, err)
 		}
 		if !mapped {
-			files = append(files, file)
+			monitors = append(monitors, file)
 		}
 	}
+	if err := addNPDFiles(s, kernel.CheckName, n.systemLog, func(set any) *[]string {
+		return &set.(*kernel.Settings).RuleFiles
+	}, func(file string) (string, error) {
+		_, err := kernel.LoadRuleFile(file)
+		var refused *kernel.RefusedError
+		if errors.As(err, &refused) {
+			return refused.Why, nil
+		}
+		return "", err
+	}); err != nil {
+		return err
+	}
+	return addNPDFiles(s, plugin.CheckName, monitors, func(set any) *[]string {
+		return &set.(*plugin.Settings).Monitors
+	}, func(file string) (string, error) {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return "", err
+		}
+		return kernel.CustomPluginRefusal(data), nil
+	})
+}
+
+// addNPDFiles adds NPD monitor configs to the list field of the named
+// check's settings and validates them. A file of a kind node-doctor does
+// not run (refused says why) is logged and skipped: an NPD DaemonSet's
+// args stay valid. A missing or broken file is an error.
+func addNPDFiles(s *setup, checkName string, files []string, list func(settings any) *[]string, refused func(file string) (why string, err error)) error {
 	if len(files) == 0 {
 		return nil
 	}
-	var ks *kernel.Settings
-	for _, d := range s.all {
-		if d.Name == kernel.CheckName {
-			ks, _ = d.Settings.(*kernel.Settings)
+	var d *check.Definition
+	for _, def := range s.all {
+		if def.Name == checkName {
+			d = def
 		}
 	}
-	if ks == nil {
-		return errors.New("node-problem-detector monitor configs given but there is no kernel-log check")
+	if d == nil {
+		return fmt.Errorf("node-problem-detector monitor configs given but there is no %s check", checkName)
 	}
+	dst := list(d.Settings)
 	var errs []error
 	for _, file := range files {
-		if _, err := kernel.LoadRuleFile(file); err != nil {
-			var refused *kernel.RefusedError
-			if errors.As(err, &refused) {
-				s.log.Warn("not run: node-problem-detector monitor config", "file", file, "why", refused.Why)
-				continue
-			}
+		why, err := refused(file)
+		switch {
+		case err != nil:
 			errs = append(errs, err)
-			continue
+		case why != "":
+			s.log.Warn("not run: node-problem-detector monitor config", "file", file, "why", why)
+		default:
+			*dst = append(*dst, file)
 		}
-		ks.RuleFiles = append(ks.RuleFiles, file)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("node-problem-detector monitor configs: %w", err)
 	}
-	return ks.Validate()
+	if v, ok := d.Settings.(check.Validator); ok {
+		if err := v.Validate(); err != nil {
+			return fmt.Errorf("checks.%s: %w", checkName, err)
+		}
+	}
+	return nil
 }
 
 // mapHealthChecker takes one of NPD's health-checker configs onto the

@@ -27,12 +27,14 @@ type ConditionState struct {
 
 // StateOf computes condition type t from the latest results of the checks
 // that drive it: True with the first problem's reason when any found a
-// problem; Unknown ("CheckFailed") when none did but one could not run;
-// False otherwise, with the single healthy reason of a type one check
+// problem; Unknown when none did but one could not run ("CheckFailed") or
+// could not tell (a finding marked Unknown: its reason when it is the one
+// check's only one); False otherwise, with the single healthy reason of a type one check
 // drives (NPD's KernelHasNoDeadlock) or "No<Type>". ok is false until every
 // check has run once.
 func StateOf(t string, checks []string, latest map[string]Result) (s ConditionState, ok bool) {
 	var problems, failed, okReasons []string
+	var unknown []Finding
 	reason, okMessage := "", ""
 	for _, name := range checks {
 		res, ran := latest[name]
@@ -45,6 +47,10 @@ func StateOf(t string, checks []string, latest map[string]Result) (s ConditionSt
 		}
 		for _, f := range res.Findings {
 			if f.Condition != t {
+				continue
+			}
+			if f.Unknown {
+				unknown = append(unknown, f)
 				continue
 			}
 			switch f.Severity {
@@ -66,6 +72,14 @@ func StateOf(t string, checks []string, latest map[string]Result) (s ConditionSt
 		return ConditionState{Status: ConditionTrue, Reason: reason, Messages: problems}, true
 	case len(failed) > 0:
 		return ConditionState{Status: ConditionUnknown, Reason: "CheckFailed", Messages: append([]string{"node-doctor could not run"}, failed...)}, true
+	case len(unknown) == 1 && len(checks) == 1:
+		return ConditionState{Status: ConditionUnknown, Reason: unknown[0].Reason, Messages: []string{unknown[0].Message}}, true
+	case len(unknown) > 0:
+		msgs := []string{"node-doctor could not tell"}
+		for _, f := range unknown {
+			msgs = append(msgs, f.Check+": "+f.Message)
+		}
+		return ConditionState{Status: ConditionUnknown, Reason: "CheckFailed", Messages: msgs}, true
 	case len(checks) == 1 && len(okReasons) == 1:
 		return ConditionState{Status: ConditionFalse, Reason: okReasons[0], Messages: []string{okMessage}}, true
 	}

@@ -92,6 +92,10 @@ type Finding struct {
 	LogExcerpt string            `json:"log_excerpt,omitempty" yaml:"log_excerpt,omitempty"`
 	Object     Object            `json:"object,omitzero" yaml:"object,omitempty"`
 	Details    map[string]string `json:"details,omitempty" yaml:"details,omitempty"`
+	// Unknown says the finding's condition could not be determined (a probe
+	// timed out or failed): the condition is Unknown, as when the check
+	// could not run, while the check's other findings still count.
+	Unknown bool `json:"unknown,omitempty" yaml:"unknown,omitempty"`
 	// Time is when the problem happened, when that differs from when the
 	// check ran (e.g. a kernel log timestamp).
 	Time time.Time `json:"time,omitzero" yaml:"time,omitempty"`

@@ -12,6 +12,7 @@ import (
 	"github.com/node-doctor/node-doctor/pkg/kernel"
 	"github.com/node-doctor/node-doctor/pkg/kubelet"
 	"github.com/node-doctor/node-doctor/pkg/netcheck"
+	"github.com/node-doctor/node-doctor/pkg/plugin"
 )
 
 // Deps are the outside systems checks read from.
@@ -47,6 +48,12 @@ func (d Deps) kubeProxy() netcheck.KubeProxyDeps {
 	return netcheck.KubeProxyDeps{Services: d.Services, IPTables: d.IPTables, NFT: d.NFT, IPVS: d.IPVS, KubeProxy: d.KubeProxy, Clock: d.Clock}
 }
 
+// tickerClock is Clock when it has tickers, else nil (the real clock).
+func (d Deps) tickerClock() clock.WithTicker {
+	c, _ := d.Clock.(clock.WithTicker)
+	return c
+}
+
 // All returns every check, in report order.
 func All(d Deps) []*check.Definition {
 	defs := []check.Definition{
@@ -71,6 +78,7 @@ func All(d Deps) []*check.Definition {
 		cri.InventoryCheck(d.CRI),
 		kubelet.HealthCheck(kubelet.HealthDeps{FS: d.HostFS, API: d.Node, Clock: d.Clock}),
 		kernel.Log(d.HostFS, d.Clock, d.Pods),
+		plugin.Plugins(d.tickerClock()),
 	}
 	out := make([]*check.Definition, len(defs))
 	for i := range defs {

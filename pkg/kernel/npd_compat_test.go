@@ -18,8 +18,10 @@ import (
 )
 
 // npdFiles is what node-doctor makes of each JSON file in NPD's config/
-// directory as shipped (testdata/npd-config): accepted, or refused with
-// this reason.
+// directory as shipped (testdata/npd-config) in checks.kernel-log.ruleFiles:
+// accepted, or refused with this reason. The custom plugin monitors it runs
+// are refused here with a pointer to checks.custom-plugin.monitors, which
+// runs them (pkg/plugin's TestNPDConfigFilesAsShipped).
 var npdFiles = map[string]string{
 	"abrt-adaptor.json":                       "",
 	"disk-log-message-filelog.json":           "",
@@ -29,9 +31,9 @@ var npdFiles = map[string]string{
 	"kernel-monitor.json":                     "",
 	"readonly-monitor.json":                   "",
 	"systemd-monitor.json":                    "",
-	"custom-plugin-monitor.json":              "does not run plugin scripts yet",
-	"iptables-mode-monitor.json":              "does not run plugin scripts yet",
-	"network-problem-monitor.json":            "does not run plugin scripts yet",
+	"custom-plugin-monitor.json":              "checks.custom-plugin.monitors",
+	"iptables-mode-monitor.json":              "checks.custom-plugin.monitors",
+	"network-problem-monitor.json":            "checks.custom-plugin.monitors",
 	"docker-monitor-counter.json":             "NPD's log-counter",
 	"kernel-monitor-counter.json":             "NPD's log-counter",
 	"systemd-monitor-counter.json":            "NPD's log-counter",

@@ -40,7 +40,11 @@ func npdRefusal(data []byte) string {
 		return "a system-stats-monitor config (NPD's --config.system-stats-monitor): node-doctor does not collect host statistics; node_exporter exports them " +
 			"(node_cpu_seconds_total, node_load1, node_memory_*, node_filesystem_*, node_disk_*, node_network_*, node_boot_time_seconds, node_os_info)"
 	case plugin == "custom":
-		return customRefusal(top)
+		if why := customRefusal(top); why != "" {
+			return why
+		}
+		return "a custom plugin monitor (NPD's --config.custom-plugin-monitor, plugin \"custom\"), not a system-log-monitor file: " +
+			"list it under checks.custom-plugin.monitors, which runs its scripts as NPD does (docs/plugins.md)"
 	case windowsPath.MatchString(logPath):
 		return fmt.Sprintf("a Windows-only config (logPath %s): node-doctor runs on Linux nodes", logPath)
 	}
@@ -50,7 +54,19 @@ func npdRefusal(data []byte) string {
 // windowsPath matches C:\... and C:/...
 var windowsPath = regexp.MustCompile(`^[A-Za-z]:[\\/]`)
 
-// customRefusal explains a custom plugin monitor by what its rules run.
+// CustomPluginRefusal says why node-doctor does not run a custom plugin
+// monitor file (one whose binary it replaces or cannot run), or "" when it
+// runs its scripts.
+func CustomPluginRefusal(data []byte) string {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(data, &top) != nil {
+		return ""
+	}
+	return customRefusal(top)
+}
+
+// customRefusal explains a custom plugin monitor node-doctor does not run
+// by what its rules run, or returns "" for one it runs.
 func customRefusal(top map[string]json.RawMessage) string {
 	var rules []struct {
 		Path string   `json:"path"`
@@ -92,7 +108,7 @@ func customRefusal(top map[string]json.RawMessage) string {
 		return fmt.Sprintf("NPD's log-counter, a custom plugin monitor that counts journal lines with %s: node-doctor does not run it; "+
 			"a rule file with plugin journald and a rule with count and window counts the same lines natively (docs/kernel.md)", path)
 	}
-	return fmt.Sprintf("a custom plugin monitor (NPD's --config.custom-plugin-monitor, plugin \"custom\") that runs %s: node-doctor does not run plugin scripts yet", orValue(path, "a script"))
+	return ""
 }
 
 func orValue(s, def string) string {

@@ -282,3 +282,35 @@ func TestSameConditionsHealthyMessageWaits(t *testing.T) {
 		t.Error("a problem's new message was not written")
 	}
 }
+
+// TestDesiredConditionsUnknownFinding: a finding marked Unknown makes its
+// condition Unknown with its reason and message, without touching the
+// check's other conditions; a problem elsewhere still wins.
+func TestDesiredConditionsUnknownFinding(t *testing.T) {
+	res := check.Result{Check: "custom-plugin", Status: check.StatusWarning, Findings: []check.Finding{
+		{Check: "custom-plugin", Condition: "NTPProblem", Severity: check.SeverityWarning, Unknown: true, Reason: "NTPIsUp", Message: "Timeout when running plugin"},
+		{Check: "custom-plugin", Condition: "ProbeProblem", Severity: check.SeverityOK, Reason: "ProbeIsFine", Message: "fine"},
+	}}
+	producers := map[string][]string{"NTPProblem": {"custom-plugin"}, "ProbeProblem": {"custom-plugin"}}
+	got := desiredConditions(producers, map[string]check.Result{"custom-plugin": res}, nil, t0)
+	if c := got["NTPProblem"]; c.Status != corev1.ConditionUnknown || c.Reason != "NTPIsUp" || c.Message != "Timeout when running plugin" {
+		t.Errorf("NTPProblem = %+v", c)
+	}
+	if c := got["ProbeProblem"]; c.Status != corev1.ConditionFalse || c.Reason != "ProbeIsFine" {
+		t.Errorf("ProbeProblem = %+v", c)
+	}
+
+	other := check.Result{Check: "other", Status: check.StatusProblem, Findings: []check.Finding{
+		{Check: "other", Condition: "NTPProblem", Severity: check.SeverityProblem, Reason: "ClockSkew", Message: "skewed"},
+	}}
+	producers["NTPProblem"] = []string{"custom-plugin", "other"}
+	got = desiredConditions(producers, map[string]check.Result{"custom-plugin": res, "other": other}, nil, t0)
+	if c := got["NTPProblem"]; c.Status != corev1.ConditionTrue || c.Reason != "ClockSkew" {
+		t.Errorf("with a problem from another check: %+v", c)
+	}
+	other.Findings[0].Severity, other.Findings[0].Reason = check.SeverityOK, "ClockFine"
+	got = desiredConditions(producers, map[string]check.Result{"custom-plugin": res, "other": other}, nil, t0)
+	if c := got["NTPProblem"]; c.Status != corev1.ConditionUnknown || c.Reason != "CheckFailed" || !strings.Contains(c.Message, "custom-plugin: Timeout when running plugin") {
+		t.Errorf("two checks, one could not tell: %+v", c)
+	}
+}
