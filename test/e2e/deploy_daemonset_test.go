@@ -535,6 +535,7 @@ func TestDeployDaemonSet(t *testing.T) {
 		used := rq.Status.Used[corev1.ResourcePods]
 		return used.Value() == 1, fmt.Sprintf("used %v", rq.Status.Used)
 	})
+	t.Log("the critical-pods quota admitted and counts the agent's pod")
 
 	// The pod writes the conditions: they appear after it started, and its
 	// log shows it reporting through in-cluster config.
@@ -783,6 +784,7 @@ func requireCriticalQuota(ctx context.Context, t *testing.T, c *harness.Cluster)
 			Containers:                   []corev1.Container{{Name: "c", Image: harness.AgentImage}},
 		},
 	}
+	var refused string
 	waitFor(t, "a critical pod refused without the quota", time.Minute, func() (bool, string) {
 		_, err := c.Client.CoreV1().Pods(deployNS).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		if err == nil {
@@ -790,6 +792,8 @@ func requireCriticalQuota(ctx context.Context, t *testing.T, c *harness.Cluster)
 		}
 		// Until the controller manager creates the default ServiceAccount,
 		// admission stops there.
-		return strings.Contains(err.Error(), "insufficient quota to match these scopes"), err.Error()
+		refused = err.Error()
+		return strings.Contains(refused, "insufficient quota to match these scopes"), refused
 	})
+	t.Logf("without deploy/'s quota: %s", refused)
 }
