@@ -77,9 +77,11 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "node-doctor",
 		Short: "Find what is broken on this Kubernetes node",
 		Long: `node-doctor inspects a Kubernetes node the way an operator would: forwarding
-sysctls, bridge netfilter and hairpin mode (and, as they land, the container
-runtime, kube-proxy's rules and the kernel log), and reports what is broken
-with what to do about it.
+sysctls, bridge netfilter and hairpin mode; kube-proxy's rules against the
+Services in the API, its health, the iptables backends, the FORWARD policy,
+conntrack and the pod CIDR route; the container runtime over CRI, as crictl
+sees it; and the kernel log against node-problem-detector's rules. It reports
+what is broken with what to do about it, and only reads.
 
   node-doctor check        one-shot report on the terminal (or -o json|yaml)
   node-doctor run          the agent: checks on intervals, /metrics, /healthz, /readyz

@@ -52,10 +52,14 @@ Exit code: 0 healthy, 1 a problem was found or a check could not run,
 			if list {
 				return listChecks(cmd, s.defs)
 			}
-			stop := connectOnce(cmd.Context(), s)
+			// The node the checks read in the API is the one the report names.
+			node, nodeErr := kube.NodeName(s.cfg.NodeName, os.Getenv, os.Hostname)
+			stop := connectOnce(cmd.Context(), s, node, nodeErr)
 			results := check.NewRunner(s.defs, nil, nil).RunOnce(cmd.Context())
 			stop()
-			node, _ := os.Hostname()
+			if nodeErr != nil {
+				node = "(unknown)"
+			}
 			v, _ := version.Get()
 			rep := report.New(node, v, timeNow(), results)
 			rep.Services = report.ServicesSection(results, serviceChecks...)
@@ -80,10 +84,10 @@ Exit code: 0 healthy, 1 a problem was found or a check could not run,
 	f := cmd.Flags()
 	f.StringVarP(&output, "output", "o", "table", "output format: table, json or yaml")
 	f.StringVar(&color, "color", "auto", "colour the table: auto (only on a terminal, and not when NO_COLOR is set), always or never")
-	f.BoolVarP(&verbose, "verbose", "v", false, "show every finding with its details, healthy ones too")
+	f.BoolVarP(&verbose, "verbose", "v", false, "show every finding with its details, healthy ones too, and each check of an area that does not apply as a whole (one row without it)")
 	f.BoolVar(&list, "list", false, "list the checks that would run, and exit")
-	f.String("kubeconfig", "", "kubeconfig to read Services and EndpointSlices with, only reading (default: in-cluster config when in a pod; none: the checks that compare with the API do not apply)")
-	f.String("node-name", "", "this node's name in Kubernetes (default: $NODE_NAME, then the hostname)")
+	f.String("kubeconfig", "", "kubeconfig to read Services, EndpointSlices and this Node with, only reading (default: in-cluster config when in a pod; none: the checks that compare with the API do not apply)")
+	f.String("node-name", "", "this node's name in Kubernetes, the Node the data-plane checks read and the report names (default: $NODE_NAME, then the hostname)")
 	return cmd
 }
 
@@ -116,7 +120,7 @@ func listChecks(cmd *cobra.Command, defs []*check.Definition) error {
 
 // connectOnce connects the shared informers for one report, when a cluster
 // is configured, and waits for their first list. The returned func stops them.
-func connectOnce(ctx context.Context, s *setup) func() {
+func connectOnce(ctx context.Context, s *setup, node string, nodeErr error) func() {
 	rc, err := kube.RESTConfig(kube.ClientOptions{Kubeconfig: s.cfg.Kubeconfig, QPS: 20, Burst: 40, UserAgent: "node-doctor/" + versionString()})
 	if err != nil {
 		if !errors.Is(err, kube.ErrNoCluster) {
@@ -130,9 +134,8 @@ func connectOnce(ctx context.Context, s *setup) func() {
 		s.informers.Disconnected(fmt.Errorf("kube: client: %w", err))
 		return func() {}
 	}
-	node, err := kube.NodeName(s.cfg.NodeName, os.Getenv, os.Hostname)
-	if err != nil {
-		s.informers.Disconnected(err)
+	if nodeErr != nil {
+		s.informers.Disconnected(nodeErr)
 		return func() {}
 	}
 	ictx, cancel := context.WithCancel(ctx)

@@ -82,7 +82,8 @@ func WriteYAML(w io.Writer, r Report) error {
 type TableOptions struct {
 	Color bool
 	// Verbose shows every finding, including healthy ones of checks that also
-	// found problems, and finding details.
+	// found problems, and finding details, and a row for every check of an
+	// area that does not apply as a whole (see WriteTable).
 	Verbose bool
 }
 
@@ -105,7 +106,9 @@ var statusColor = map[check.Status]string{
 
 const colorReset = "\x1b[0m"
 
-// WriteTable writes a table grouped by area, one row per finding.
+// WriteTable writes a table grouped by area, one row per finding. An area
+// none of whose checks applies, all for one reason (no container runtime on
+// the machine), is one row unless o.Verbose.
 func WriteTable(w io.Writer, r Report, o TableOptions) error {
 	fmt.Fprintf(w, "node-doctor %s report for node %s at %s\n", r.Version, r.Node, r.Time.Format(time.RFC3339))
 	var areas []string
@@ -120,13 +123,20 @@ func WriteTable(w io.Writer, r Report, o TableOptions) error {
 		fmt.Fprintf(w, "\n%s\n", strings.ToUpper(area))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "  STATUS\tCHECK\tREASON\tMESSAGE")
-		for _, res := range byArea[area] {
-			for _, row := range rows(res, o.Verbose) {
-				st := statusLabel[row.status]
-				if o.Color {
-					st = statusColor[row.status] + st + colorReset
+		write := func(name string, rw row) {
+			st := statusLabel[rw.status]
+			if o.Color {
+				st = statusColor[rw.status] + st + colorReset
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", st, name, rw.reason, rw.message)
+		}
+		if reason, ok := notApplicableArea(byArea[area]); ok && !o.Verbose {
+			write(fmt.Sprintf("%d checks", len(byArea[area])), row{check.StatusNotApplicable, "-", oneLine(reason) + " (--verbose lists each check)"})
+		} else {
+			for _, res := range byArea[area] {
+				for _, rw := range rows(res, o.Verbose) {
+					write(res.Check, rw)
 				}
-				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", st, res.Check, row.reason, row.message)
 			}
 		}
 		if err := tw.Flush(); err != nil {
@@ -140,6 +150,20 @@ func WriteTable(w io.Writer, r Report, o TableOptions) error {
 	fmt.Fprintf(w, "\n%d checks: %d ok, %d warning, %d problem, %d error, %d not applicable\n",
 		len(r.Results), s.OK, s.Warning, s.Problem, s.Error, s.NotApplicable)
 	return nil
+}
+
+// notApplicableArea returns the one reason why none of an area's checks
+// applies, when there are several and they share it.
+func notApplicableArea(results []check.Result) (string, bool) {
+	if len(results) < 2 {
+		return "", false
+	}
+	for _, res := range results {
+		if res.Status != check.StatusNotApplicable || res.NotApplicable != results[0].NotApplicable {
+			return "", false
+		}
+	}
+	return results[0].NotApplicable, true
 }
 
 type row struct {

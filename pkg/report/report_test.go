@@ -230,3 +230,83 @@ func TestServicesSectionAbsentOrWhy(t *testing.T) {
 		t.Errorf("error: %+v", s)
 	}
 }
+
+func TestTableCollapsesAreaThatDoesNotApply(t *testing.T) {
+	at := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	noRuntime := "no container runtime on this machine (no socket at unix:///run/containerd/containerd.sock)"
+	na := func(name, area, reason string) check.Result {
+		return check.Result{Check: name, Area: area, Status: check.StatusNotApplicable, NotApplicable: reason}
+	}
+	r := New("node-1", "v0.1.0", at, []check.Result{
+		{Check: "ip-forward", Area: "network", Status: check.StatusOK, Findings: []check.Finding{
+			{Severity: check.SeverityOK, Reason: "IPForwardEnabled", Message: "net.ipv4.ip_forward is 1"},
+		}},
+		// Not every check of the area: one row each.
+		na("bridge-netfilter", "network", "no bridge"),
+		na("hairpin", "network", "no bridge"),
+		// Every check, one reason: one row.
+		na("cri-runtime", "runtime", noRuntime),
+		na("cri-crash-loop", "runtime", noRuntime),
+		na("cri-inventory", "runtime", noRuntime),
+		// Every check, two reasons: one row each.
+		na("kube-proxy-rules", "dataplane", "no cluster access"),
+		na("kube-proxy-health", "dataplane", "kube-proxy is not running"),
+		// A lone check keeps its name.
+		na("kernel-log", "kernel", "no log source"),
+	})
+	var b bytes.Buffer
+	if err := WriteTable(&b, r, TableOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	runtime := section(out, "RUNTIME")
+	if n := strings.Count(runtime, noRuntime); n != 1 {
+		t.Errorf("runtime reason in %d rows, want 1:\n%s", n, out)
+	}
+	if !strings.Contains(runtime, "  N/A     3 checks  -       "+noRuntime+" (--verbose lists each check)\n") {
+		t.Errorf("no collapsed runtime row:\n%s", out)
+	}
+	for _, name := range []string{"cri-runtime", "cri-crash-loop", "cri-inventory"} {
+		if strings.Contains(runtime, name) {
+			t.Errorf("collapsed area names %s:\n%s", name, out)
+		}
+	}
+	for _, want := range []string{"bridge-netfilter", "hairpin", "kube-proxy-rules", "kube-proxy-health", "N/A     kernel-log  -       no log source"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(out, "9 checks: 1 ok, 0 warning, 0 problem, 0 error, 8 not applicable") {
+		t.Errorf("summary does not count each check:\n%s", out)
+	}
+
+	b.Reset()
+	if err := WriteTable(&b, r, TableOptions{Verbose: true}); err != nil {
+		t.Fatal(err)
+	}
+	runtime = section(b.String(), "RUNTIME")
+	if n := strings.Count(runtime, noRuntime); n != 3 {
+		t.Errorf("verbose: runtime reason in %d rows, want 3:\n%s", n, b.String())
+	}
+	for _, name := range []string{"cri-runtime", "cri-crash-loop", "cri-inventory"} {
+		if !strings.Contains(runtime, "  N/A     "+name) {
+			t.Errorf("verbose: no row for %s:\n%s", name, b.String())
+		}
+	}
+	if strings.Contains(runtime, "3 checks") {
+		t.Errorf("verbose: collapsed row:\n%s", b.String())
+	}
+}
+
+// section returns the table of one area, from its heading to the next blank line.
+func section(out, area string) string {
+	i := strings.Index(out, "\n"+area+"\n")
+	if i < 0 {
+		return ""
+	}
+	s := out[i+1:]
+	if j := strings.Index(s, "\n\n"); j >= 0 {
+		s = s[:j+1]
+	}
+	return s
+}

@@ -52,8 +52,10 @@ func buildStaticAgent(t *testing.T) string {
 // deployOverlay writes a kustomization that takes deploy/ as its base and
 // only adapts it to the harness node: the locally built image (never
 // pulled), and the node's CRI socket and CNI config dir, which the harness
-// keeps under its work dir instead of /run/containerd and /etc/cni/net.d,
-// and the API server's address: the harness blackholes the service range on
+// keeps under its work dir instead of /run/containerd and /etc/cni/net.d
+// (the socket file takes the place of the base's /run mount, whose
+// HostToContainer propagation this VM's private mounts refuse), and the
+// API server's address: the harness blackholes the service range on
 // the node, so a hostNetwork pod cannot reach the kubernetes Service's
 // ClusterIP (connect: invalid argument) and in-cluster config is pointed
 // at the API server's own address instead. components are paths under
@@ -106,7 +108,7 @@ resources:
 	for i, m := range spec["containers"].([]any)[0].(map[string]any)["volumeMounts"].([]any) {
 		mountIdx[m.(map[string]any)["name"].(string)] = i
 	}
-	for _, n := range []string{"cri", "cni-conf"} {
+	for _, n := range []string{"run", "cni-conf"} {
 		if _, ok := volIdx[n]; !ok {
 			t.Fatalf("the base DaemonSet has no volume %q", n)
 		}
@@ -116,11 +118,11 @@ resources:
 	patch := fmt.Sprintf(`[
   {"op": "replace", "path": "/spec/template/spec/containers/0/imagePullPolicy", "value": "Never"},
   {"op": "replace", "path": "/spec/template/spec/volumes/%d/hostPath", "value": {"path": %q, "type": "Socket"}},
-  {"op": "replace", "path": "/spec/template/spec/containers/0/volumeMounts/%d", "value": {"name": "cri", "mountPath": "/host/run/containerd/containerd.sock", "readOnly": true}},
+  {"op": "replace", "path": "/spec/template/spec/containers/0/volumeMounts/%d", "value": {"name": "run", "mountPath": "/host/run/containerd/containerd.sock", "readOnly": true}},
   {"op": "replace", "path": "/spec/template/spec/volumes/%d/hostPath", "value": {"path": %q, "type": "Directory"}},
   {"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": {"name": "KUBERNETES_SERVICE_HOST", "value": %q}},
   {"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": {"name": "KUBERNETES_SERVICE_PORT", "value": "6443"}}
-]`, volIdx["cri"], sock, mountIdx["cri"], volIdx["cni-conf"], cniConf, c.NodeIP)
+]`, volIdx["run"], sock, mountIdx["run"], volIdx["cni-conf"], cniConf, c.NodeIP)
 	kust += `patches:
   - target: {kind: DaemonSet, name: node-doctor}
     path: harness-patch.json
@@ -150,8 +152,8 @@ func importAgentImage(ctx context.Context, t *testing.T, c *harness.Cluster, bin
 	if st, err := os.Stat(img); err == nil {
 		t.Logf("agent image %s: %.1f MiB OCI tarball", harness.AgentImage, float64(st.Size())/(1<<20))
 	}
-	// The DaemonSet creates /run/xtables.lock (FileOrCreate); remove it
-	// afterwards if it was not there.
+	// kube-proxy's iptables-restore -w creates /run/xtables.lock; remove
+	// it afterwards if it was not there.
 	if _, err := os.Stat("/run/xtables.lock"); errors.Is(err, os.ErrNotExist) {
 		t.Cleanup(func() { _ = os.Remove("/run/xtables.lock") })
 	}
@@ -465,7 +467,9 @@ func TestDeployDaemonSet(t *testing.T) {
 	ensurePrometheus(t)
 	rules := prometheusRuleGroups(t)
 	bin := buildStaticAgent(t)
-	c := harness.StartT(t, harness.Options{ProxyMode: "iptables"})
+	// The API server admits system-node-critical pods only where a quota
+	// covers them, as GKE's does: deploy/ must bring its own.
+	c := harness.StartT(t, harness.Options{ProxyMode: "iptables", CriticalPodsNeedQuota: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 
@@ -479,6 +483,7 @@ func TestDeployDaemonSet(t *testing.T) {
 	if _, err := kubectl(ctx, c.Kubeconfig, "create", "namespace", deployNS); err != nil {
 		t.Fatal(err)
 	}
+	requireCriticalQuota(ctx, t, c)
 	out, err := kubectl(ctx, c.Kubeconfig, "apply", "-k", deployDir(t), "--dry-run=server")
 	if err != nil {
 		t.Fatal(err)
@@ -521,6 +526,16 @@ func TestDeployDaemonSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("DaemonSet: desired %d, ready %d", ds.Status.DesiredNumberScheduled, ds.Status.NumberReady)
+	// The quota admitted the pod and counts it: its scope matched the class.
+	waitFor(t, "the critical-pods quota counting the agent's pod", time.Minute, func() (bool, string) {
+		rq, err := c.Client.CoreV1().ResourceQuotas(deployNS).Get(ctx, "node-doctor-critical-pods", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		used := rq.Status.Used[corev1.ResourcePods]
+		return used.Value() == 1, fmt.Sprintf("used %v", rq.Status.Used)
+	})
+	t.Log("the critical-pods quota admitted and counts the agent's pod")
 
 	// The pod writes the conditions: they appear after it started, and its
 	// log shows it reporting through in-cluster config.
@@ -753,4 +768,32 @@ func installAgent(ctx context.Context, t *testing.T, c *harness.Cluster, overlay
 		t.Fatal(err)
 	}
 	return ready
+}
+
+// requireCriticalQuota shows that the harness's API server refuses a
+// system-node-critical pod in the namespace before deploy/'s quota is
+// there (a server-side dry run), with GKE's message.
+func requireCriticalQuota(ctx context.Context, t *testing.T, c *harness.Cluster) {
+	t.Helper()
+	no := false
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "critical-probe", Namespace: deployNS},
+		Spec: corev1.PodSpec{
+			PriorityClassName:            "system-node-critical",
+			AutomountServiceAccountToken: &no,
+			Containers:                   []corev1.Container{{Name: "c", Image: harness.AgentImage}},
+		},
+	}
+	var refused string
+	waitFor(t, "a critical pod refused without the quota", time.Minute, func() (bool, string) {
+		_, err := c.Client.CoreV1().Pods(deployNS).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err == nil {
+			t.Fatal("a system-node-critical pod was admitted without a quota: the harness's admission config is not in force")
+		}
+		// Until the controller manager creates the default ServiceAccount,
+		// admission stops there.
+		refused = err.Error()
+		return strings.Contains(refused, "insufficient quota to match these scopes"), refused
+	})
+	t.Logf("without deploy/'s quota: %s", refused)
 }

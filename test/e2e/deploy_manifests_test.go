@@ -238,13 +238,13 @@ func TestDeployManifestsRender(t *testing.T) {
 			}
 		}
 	}
-	for _, k := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Service"} {
+	for _, k := range []string{"Namespace", "ResourceQuota", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet", "Service"} {
 		if kinds[k] == nil {
 			t.Errorf("no %s rendered", k)
 		}
 	}
-	if len(objs) != 7 {
-		t.Errorf("rendered %d objects, want 7", len(objs))
+	if len(objs) != 8 {
+		t.Errorf("rendered %d objects, want 8", len(objs))
 	}
 
 	// Exactly the RBAC of docs/kubernetes.md plus the data-plane checks'.
@@ -287,6 +287,9 @@ func TestDeployManifestsRender(t *testing.T) {
 		t.Error("DaemonSet uses hostPID")
 	}
 
+	checkScheduling(t, "deploy/", kinds["DaemonSet"])
+	checkCriticalQuota(t, kinds["ResourceQuota"])
+
 	// The unprivileged component: named capabilities, no kernel-log check.
 	ovl := t.TempDir()
 	rel, err := filepath.Rel(ovl, deployDir(t))
@@ -299,6 +302,9 @@ func TestDeployManifestsRender(t *testing.T) {
 	}
 	var unpriv []byte
 	for _, o := range renderObjects(t, ovl) {
+		if o["kind"] == "DaemonSet" {
+			checkScheduling(t, "components/unprivileged", o)
+		}
 		if o["kind"] == "DaemonSet" || o["kind"] == "ConfigMap" {
 			b, _ := yaml.Marshal(o)
 			unpriv = append(unpriv, b...)
@@ -323,5 +329,57 @@ func TestDeployManifestsRender(t *testing.T) {
 	}
 	if strings.Join(pk, ",") != "PodMonitor,PrometheusRule" {
 		t.Errorf("prometheus-operator renders %v", pk)
+	}
+}
+
+// checkScheduling checks what lets the DaemonSet run on every Linux node
+// and only there, creating nothing on it: the nodeSelector, and host paths
+// that the kubelet only checks (Directory, File, ...), never creates
+// (*OrCreate) nor leaves to the runtime, which creates a missing source
+// ("" type).
+func checkScheduling(t *testing.T, what string, ds map[string]any) {
+	t.Helper()
+	spec := ds["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+	sel, _ := spec["nodeSelector"].(map[string]any)
+	if sel["kubernetes.io/os"] != "linux" {
+		t.Errorf("%s: DaemonSet nodeSelector = %v, want kubernetes.io/os: linux", what, spec["nodeSelector"])
+	}
+	checked := map[string]bool{"Directory": true, "File": true, "CharDevice": true, "BlockDevice": true, "Socket": true}
+	var paths []string
+	for _, v := range spec["volumes"].([]any) {
+		vol := v.(map[string]any)
+		hp, ok := vol["hostPath"].(map[string]any)
+		if !ok {
+			continue
+		}
+		typ, _ := hp["type"].(string)
+		paths = append(paths, fmt.Sprintf("%v", hp["path"]))
+		if !checked[typ] {
+			t.Errorf("%s: hostPath %v (volume %v) has type %q: the node would get what is missing created", what, hp["path"], vol["name"], typ)
+		}
+	}
+	if len(paths) == 0 {
+		t.Errorf("%s: DaemonSet has no hostPath volume", what)
+	}
+	// node-doctor takes no xtables lock (iptables-save does not lock).
+	for _, p := range paths {
+		if p == "/run/xtables.lock" {
+			t.Errorf("%s: DaemonSet mounts /run/xtables.lock", what)
+		}
+	}
+}
+
+// checkCriticalQuota checks the ResourceQuota that admits
+// system-node-critical pods where the API server limits that class to
+// namespaces with a quota for it (GKE).
+func checkCriticalQuota(t *testing.T, rq map[string]any) {
+	t.Helper()
+	if rq == nil {
+		return
+	}
+	b, _ := yaml.Marshal(rq["spec"])
+	want := "hard:\n    pods: 1G\nscopeSelector:\n    matchExpressions:\n        - operator: In\n          scopeName: PriorityClass\n          values:\n            - system-node-critical\n"
+	if string(b) != want {
+		t.Errorf("ResourceQuota spec:\n%s\nwant:\n%s", b, want)
 	}
 }

@@ -241,7 +241,8 @@ func TestDeployUnprivileged(t *testing.T) {
 		mode = "iptables"
 	}
 	bin := buildStaticAgent(t)
-	c := harness.StartT(t, harness.Options{ProxyMode: mode})
+	// GKE's admission for critical pods, as in TestDeployDaemonSet.
+	c := harness.StartT(t, harness.Options{ProxyMode: mode, CriticalPodsNeedQuota: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	importAgentImage(ctx, t, c, bin)

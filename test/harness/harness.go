@@ -72,6 +72,11 @@ type Options struct {
 	ServiceCIDR string
 	// Timeout bounds the whole start. Default 3 minutes.
 	Timeout time.Duration
+	// CriticalPodsNeedQuota configures the API server as GKE does: pods of
+	// the system-node-critical and system-cluster-critical classes are
+	// admitted only into namespaces with a ResourceQuota covering them
+	// (ResourceQuota admission, limitedResources).
+	CriticalPodsNeedQuota bool
 	// Detached marks a node meant to outlive the process that started it
 	// (make cluster-up). Otherwise, once the starting process is gone (a test
 	// binary killed by -timeout), the next Start tears the node down.
@@ -493,7 +498,15 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 	}
 
 	// kube-apiserver
-	apiserver, err := startProc(logDir, "kube-apiserver", bin("kube-apiserver"), []string{
+	var admission []string
+	if opts.CriticalPodsNeedQuota {
+		path := filepath.Join(wd, "admission.yaml")
+		if err := os.WriteFile(path, []byte(criticalPodsAdmission), 0o644); err != nil {
+			return err
+		}
+		admission = []string{"--admission-control-config-file=" + path}
+	}
+	apiserver, err := startProc(logDir, "kube-apiserver", bin("kube-apiserver"), append([]string{
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=" + opts.NodeIP, "--advertise-address=" + opts.NodeIP,
 		fmt.Sprintf("--secure-port=%d", apiserverPort),
@@ -510,7 +523,7 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 		"--kubelet-preferred-address-types=InternalIP",
 		"--profiling=false",
 		"--v=1",
-	}, nil)
+	}, admission...), nil)
 	if err != nil {
 		return err
 	}
@@ -727,3 +740,20 @@ func (c *Cluster) Stop(ctx context.Context, keepWorkDir bool) error {
 	}
 	return Teardown(ctx, c.log, c.state, keepWorkDir)
 }
+
+// criticalPodsAdmission limits the critical priority classes to namespaces
+// with a quota for them, as GKE's API server does (Options.CriticalPodsNeedQuota).
+const criticalPodsAdmission = `apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+  - name: ResourceQuota
+    configuration:
+      apiVersion: apiserver.config.k8s.io/v1
+      kind: ResourceQuotaConfiguration
+      limitedResources:
+        - resource: pods
+          matchScopes:
+            - scopeName: PriorityClass
+              operator: In
+              values: [system-node-critical, system-cluster-critical]
+`
