@@ -85,3 +85,26 @@ func StateOf(t string, checks []string, latest map[string]Result) (s ConditionSt
 	}
 	return ConditionState{Status: ConditionFalse, Reason: "No" + t, Messages: []string{"node-doctor checks " + strings.Join(checks, ", ") + " found no problem"}}, true
 }
+
+// MergeConditions keeps one finding per condition, the worst, when several
+// sources (rule files, monitor files) of one check drive the same
+// condition; findings without a condition are kept as they are.
+func MergeConditions(fs []Finding) []Finding {
+	at := map[string]int{}
+	out := fs[:0]
+	for _, f := range fs {
+		if f.Condition == "" {
+			out = append(out, f)
+			continue
+		}
+		i, ok := at[f.Condition]
+		switch {
+		case !ok:
+			at[f.Condition] = len(out)
+			out = append(out, f)
+		case f.Severity > out[i].Severity:
+			out[i] = f
+		}
+	}
+	return out
+}

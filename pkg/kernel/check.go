@@ -302,7 +302,7 @@ func (c *LogChecker) Run(ctx context.Context) ([]check.Finding, error) {
 		out = append(out, w.mon.Findings(now)...)
 	}
 	attribute(ctx, c.attr, out)
-	return mergeConditions(out), nil
+	return check.MergeConditions(out), nil
 }
 
 // absentFinding says a rule file watches nothing because its log is not on
@@ -314,28 +314,6 @@ func absentFinding(w *watcher) check.Finding {
 		Message:  fmt.Sprintf("%s: %s is not on this node; its rules apply once it appears", w.set.Name, w.src),
 		Details:  map[string]string{"ruleFile": w.set.File},
 	}
-}
-
-// mergeConditions keeps one finding per condition, the worst, when several
-// rule files drive the same condition.
-func mergeConditions(fs []check.Finding) []check.Finding {
-	at := map[string]int{}
-	out := fs[:0]
-	for _, f := range fs {
-		if f.Condition == "" {
-			out = append(out, f)
-			continue
-		}
-		i, ok := at[f.Condition]
-		switch {
-		case !ok:
-			at[f.Condition] = len(out)
-			out = append(out, f)
-		case f.Severity > out[i].Severity:
-			out[i] = f
-		}
-	}
-	return out
 }
 
 // Stats returns each followed log's counters, by rule file name; empty

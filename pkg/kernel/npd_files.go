@@ -118,9 +118,10 @@ func orValue(s, def string) string {
 	return s
 }
 
-// npdDecodeError turns a JSON decoder error into one that names the line
-// and column or the field, in the file's own terms.
-func npdDecodeError(data []byte, err error) error {
+// NPDDecodeError turns a JSON decoder error on one of NPD's configs (kind:
+// "system-log-monitor", "custom plugin monitor") into one that names the
+// line and column or the field, in the file's own terms.
+func NPDDecodeError(data []byte, err error, kind string) error {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {
@@ -136,7 +137,7 @@ func npdDecodeError(data []byte, err error) error {
 		return fmt.Errorf("line %d, column %d: %s: want %s, got a JSON %s", line, col, field, jsonKind(typ.Type), typ.Value)
 	}
 	if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		return fmt.Errorf("unknown field %s: not a field of NPD's system-log-monitor config (NPD would ignore it silently; node-doctor refuses it so that a misspelt field is not lost)", f)
+		return fmt.Errorf("unknown field %s: not a field of NPD's %s config (NPD would ignore it silently; node-doctor refuses it so that a misspelt field is not lost)", f, kind)
 	}
 	return errors.New(strings.TrimPrefix(err.Error(), "json: "))
 }

@@ -187,7 +187,7 @@ func ParseRules(name string, data []byte) (*RuleSet, error) {
 		d := json.NewDecoder(bytes.NewReader(data))
 		d.DisallowUnknownFields()
 		if err := d.Decode(&f); err != nil {
-			return nil, fmt.Errorf("rule file %s: %w", name, npdDecodeError(data, err))
+			return nil, fmt.Errorf("rule file %s: %w", name, NPDDecodeError(data, err, "system-log-monitor"))
 		}
 		if d.More() {
 			return nil, fmt.Errorf("rule file %s: data after the JSON object", name)

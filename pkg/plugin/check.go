@@ -165,27 +165,5 @@ func (c *Checker) Run(ctx context.Context) ([]check.Finding, error) {
 		}
 		out = append(out, r.findings()...)
 	}
-	return mergeConditions(out), nil
-}
-
-// mergeConditions keeps one finding per condition, the worst, when several
-// monitor files drive the same condition.
-func mergeConditions(fs []check.Finding) []check.Finding {
-	at := map[string]int{}
-	out := fs[:0]
-	for _, f := range fs {
-		if f.Condition == "" {
-			out = append(out, f)
-			continue
-		}
-		i, ok := at[f.Condition]
-		switch {
-		case !ok:
-			at[f.Condition] = len(out)
-			out = append(out, f)
-		case f.Severity > out[i].Severity:
-			out[i] = f
-		}
-	}
-	return out
+	return check.MergeConditions(out), nil
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -172,7 +171,7 @@ func ParseMonitor(name string, data []byte) (*Monitor, error) {
 	d := json.NewDecoder(bytes.NewReader(data))
 	d.DisallowUnknownFields()
 	if err := d.Decode(&f); err != nil {
-		return nil, fmt.Errorf("custom plugin monitor %s: %w", name, decodeError(data, err))
+		return nil, fmt.Errorf("custom plugin monitor %s: %w", name, kernel.NPDDecodeError(data, err, "custom plugin monitor"))
 	}
 	if d.More() {
 		return nil, fmt.Errorf("custom plugin monitor %s: data after the JSON object", name)
@@ -325,53 +324,4 @@ func parseDuration(field, s string) (time.Duration, error) {
 		return 0, fmt.Errorf("%s %q: not a duration such as 30s or 5m", field, s)
 	}
 	return d, nil
-}
-
-// decodeError names the line and column, or the field, of a JSON error.
-func decodeError(data []byte, err error) error {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syn):
-		line, col := lineCol(data, syn.Offset)
-		return fmt.Errorf("line %d, column %d: JSON syntax error: %s", line, col, strings.TrimPrefix(syn.Error(), "json: "))
-	case errors.As(err, &typ):
-		line, col := lineCol(data, typ.Offset)
-		field := typ.Field
-		if field == "" {
-			field = "the file"
-		}
-		return fmt.Errorf("line %d, column %d: %s: want %s, got a JSON %s", line, col, field, jsonKind(typ.Type), typ.Value)
-	}
-	if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		return fmt.Errorf("unknown field %s: not a field of NPD's custom plugin monitor config (NPD would ignore it silently; node-doctor refuses it so that a misspelt field is not lost)", f)
-	}
-	return errors.New(strings.TrimPrefix(err.Error(), "json: "))
-}
-
-// jsonKind names a Go type as what the JSON must hold.
-func jsonKind(t reflect.Type) string {
-	for t != nil && t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t == nil {
-		return "a value"
-	}
-	switch t.Kind() {
-	case reflect.String:
-		return "a string"
-	case reflect.Bool:
-		return "true or false"
-	case reflect.Int:
-		return "a whole number"
-	case reflect.Slice:
-		return "a list"
-	}
-	return "an object"
-}
-
-func lineCol(data []byte, off int64) (int, int) {
-	off = min(max(off, 0), int64(len(data)))
-	before := data[:off]
-	return bytes.Count(before, []byte("\n")) + 1, int(off) - bytes.LastIndexByte(before, '\n')
 }
