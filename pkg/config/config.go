@@ -154,6 +154,9 @@ func mapping(n *yaml.Node, path string) ([]pair, error) {
 	if where == "" {
 		where = "the document"
 	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" && path != "" {
+		return nil, nil // an empty section ("checks:") sets nothing
+	}
 	if n.Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("%s (line %d): must be a mapping of keys to values", where, n.Line)
 	}

@@ -37,7 +37,7 @@ func testDefs() []*check.Definition {
 }
 
 func TestLoadEmpty(t *testing.T) {
-	for _, doc := range []string{"", "\n", "# only a comment\n", "---\n", "null\n"} {
+	for _, doc := range []string{"", "\n", "# only a comment\n", "---\n", "null\n", "checks:\n", "checks:\n  alpha:\n"} {
 		c, err := Load([]byte(doc), testDefs())
 		if err != nil {
 			t.Errorf("%q: %v", doc, err)
