@@ -82,7 +82,7 @@ Exit code: 0 healthy, 1 a problem was found or a check could not run,
 	f.StringVar(&color, "color", "auto", "colour the table: auto (only on a terminal, and not when NO_COLOR is set), always or never")
 	f.BoolVarP(&verbose, "verbose", "v", false, "show every finding with its details, healthy ones too")
 	f.BoolVar(&list, "list", false, "list the checks that would run, and exit")
-	f.String("kubeconfig", "", "kubeconfig to read Services and EndpointSlices with, only reading (default: in-cluster config when in a pod; none: the checks that compare with the API do not apply)")
+	f.String("kubeconfig", "", "kubeconfig to read Services, EndpointSlices and this node's Pods with, only reading (default: in-cluster config when in a pod; none: the checks that compare with the API do not apply)")
 	f.String("node-name", "", "this node's name in Kubernetes (default: $NODE_NAME, then the hostname)")
 	return cmd
 }

@@ -10,9 +10,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -21,7 +23,8 @@ import (
 )
 
 // Informers is the process's one shared informer factory: Services and
-// EndpointSlices cluster-wide, and this node by field selector. It is created
+// EndpointSlices cluster-wide, this node by field selector, and the pods
+// bound to this node (spec.nodeName). It is created
 // empty (checks are built before flags are read) and connected once a cluster
 // is known; until then every read returns why there is no cluster.
 type Informers struct {
@@ -34,6 +37,12 @@ type Informers struct {
 	eps      discoverylisters.EndpointSliceLister
 	node     corelisters.NodeLister
 	synced   []cache.InformerSynced
+	// Pods are optional: without RBAC to list them the other reads work
+	// and Pod says why.
+	podFactory informers.SharedInformerFactory
+	pods       corelisters.PodLister
+	podsSynced cache.InformerSynced
+	podsErr    error
 }
 
 // NewInformers returns unconnected informers; reads fail with why until
@@ -55,34 +64,63 @@ func (i *Informers) Connect(cs kubernetes.Interface, node string, resync time.Du
 	nf := informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTransform(TrimObject), informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", node).String()
 	}))
+	pf := informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTransform(TrimObject), informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", node).String()
+	}))
 	svc := f.Core().V1().Services()
 	eps := f.Discovery().V1().EndpointSlices()
 	nodes := nf.Core().V1().Nodes()
+	pods := pf.Core().V1().Pods()
+	_ = pods.Informer().SetWatchErrorHandlerWithContext(i.podsWatchError)
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	i.factory, i.nodes, i.nodeName = f, nf, node
-	i.svc, i.eps, i.node = svc.Lister(), eps.Lister(), nodes.Lister()
+	i.factory, i.nodes, i.podFactory, i.nodeName = f, nf, pf, node
+	i.svc, i.eps, i.node, i.pods = svc.Lister(), eps.Lister(), nodes.Lister(), pods.Lister()
 	i.synced = []cache.InformerSynced{svc.Informer().HasSynced, eps.Informer().HasSynced, nodes.Informer().HasSynced}
+	i.podsSynced, i.podsErr = pods.Informer().HasSynced, nil
 	i.noAccess = nil
+}
+
+// podsWatchError remembers that pods cannot be listed (RBAC without pods)
+// and logs it once, not on every retry.
+func (i *Informers) podsWatchError(ctx context.Context, r *cache.Reflector, err error) {
+	if !apierrors.IsForbidden(err) && !apierrors.IsUnauthorized(err) {
+		cache.DefaultWatchErrorHandler(ctx, r, err)
+		return
+	}
+	i.mu.Lock()
+	first := i.podsErr == nil
+	i.podsErr = fmt.Errorf("kube: list pods on this node: %w", err)
+	i.mu.Unlock()
+	if first {
+		cache.DefaultWatchErrorHandler(ctx, r, err)
+	}
 }
 
 // Start starts the informers and waits for their first list, at most
 // timeout. It returns at once when not connected.
 func (i *Informers) Start(ctx context.Context, timeout time.Duration) error {
 	i.mu.RLock()
-	f, nf, synced := i.factory, i.nodes, i.synced
+	f, nf, pf, synced := i.factory, i.nodes, i.podFactory, i.synced
 	i.mu.RUnlock()
 	if f == nil {
 		return nil
 	}
 	f.Start(ctx.Done())
 	nf.Start(ctx.Done())
+	pf.Start(ctx.Done())
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if !cache.WaitForCacheSync(wctx.Done(), synced...) {
 		// Reads keep saying "not listed yet" until the informers catch up.
 		return fmt.Errorf("kube: informers: Services, EndpointSlices and Node not listed within %s", timeout)
 	}
+	// Pods too, unless they cannot be listed at all; not an error either way.
+	_ = wait.PollUntilContextCancel(wctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
+		i.mu.RLock()
+		defer i.mu.RUnlock()
+		return i.podsSynced() || i.podsErr != nil, nil
+	})
 	return nil
 }
 
@@ -128,6 +166,31 @@ func (i *Informers) Node() (*corev1.Node, error) {
 	return n, nil
 }
 
+// Pod returns the pod namespace/name bound to this node, nil when the API
+// has none, or why it cannot say.
+func (i *Informers) Pod(namespace, name string) (*corev1.Pod, error) {
+	i.mu.RLock()
+	noAccess, lister, synced, podsErr := i.noAccess, i.pods, i.podsSynced, i.podsErr
+	i.mu.RUnlock()
+	switch {
+	case noAccess != nil:
+		return nil, noAccess
+	case !synced():
+		if podsErr != nil {
+			return nil, podsErr
+		}
+		return nil, errors.New("kube: pods have not been listed yet")
+	}
+	p, err := lister.Pods(namespace).Get(name)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kube: pod %s/%s: %w", namespace, name, err)
+	}
+	return p, nil
+}
+
 // NodeName is the node the informers watch.
 func (i *Informers) NodeName() string {
 	i.mu.RLock()
@@ -141,8 +204,12 @@ func (i *Informers) NodeName() string {
 // references, finalizers, labels and annotations not under a kubernetes.io
 // domain (kube-proxy reads only those), and endpoints their targetRef,
 // hostname and deprecated topology. A Node loses its image list. At 10,000
-// Services that is most of the cache.
+// Services that is most of the cache. A Pod keeps only what the runtime
+// checks read: identity, deletion, phase and restart policies.
 func TrimObject(obj any) (any, error) {
+	if p, ok := obj.(*corev1.Pod); ok {
+		return trimPod(p), nil
+	}
 	m, ok := obj.(metav1.Object)
 	if !ok {
 		return obj, nil
@@ -177,6 +244,31 @@ func TrimObject(obj any) (any, error) {
 		o.Status.Images = nil
 	}
 	return obj, nil
+}
+
+// mirrorAnnotation names, on a static pod's mirror, the UID kubelet runs
+// the static pod under.
+const mirrorAnnotation = "kubernetes.io/config.mirror"
+
+func trimPod(p *corev1.Pod) *corev1.Pod {
+	out := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
+			DeletionTimestamp: p.DeletionTimestamp, DeletionGracePeriodSeconds: p.DeletionGracePeriodSeconds,
+		},
+		Spec:   corev1.PodSpec{NodeName: p.Spec.NodeName, RestartPolicy: p.Spec.RestartPolicy},
+		Status: corev1.PodStatus{Phase: p.Status.Phase},
+	}
+	if v, ok := p.Annotations[mirrorAnnotation]; ok {
+		out.Annotations = map[string]string{mirrorAnnotation: v}
+	}
+	for _, c := range p.Spec.InitContainers {
+		out.Spec.InitContainers = append(out.Spec.InitContainers, corev1.Container{Name: c.Name, RestartPolicy: c.RestartPolicy})
+	}
+	for _, c := range p.Spec.Containers {
+		out.Spec.Containers = append(out.Spec.Containers, corev1.Container{Name: c.Name, RestartPolicy: c.RestartPolicy})
+	}
+	return out
 }
 
 func trimMeta(m *metav1.ObjectMeta) {
