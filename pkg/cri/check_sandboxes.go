@@ -143,10 +143,12 @@ func sandboxFindings(s *Snapshot, set *SandboxSettings, pods Pods) []check.Findi
 					live++
 				}
 			}
-			// Containers but none running, and no API to ask: the pod
-			// finished (a Job, restartPolicy Never) or is being deleted, and
-			// kubelet stopped its sandbox on purpose.
-			if len(cs) > 0 && live == 0 && life == podUnknown {
+			// Nothing running and no API to ask: the pod finished (a Job,
+			// restartPolicy Never) or was deleted, and kubelet stopped its
+			// sandbox on purpose. A deleted pod's sandbox stays, without
+			// containers, until kubelet's garbage collection (every minute)
+			// removes it: 43 s on the harness node.
+			if live == 0 && life == podUnknown {
 				leaving++
 				continue
 			}

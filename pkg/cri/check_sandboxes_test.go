@@ -100,14 +100,20 @@ func TestSandboxNotReadyClockStartsWhenFirstSeen(t *testing.T) {
 		}
 		return s
 	}
-	noAPI := fakePods{err: errNoCluster}
+	// The API says the pod should be running: kubelet should replace it.
+	api := podsOf(apiPod("shop", "web"))
 	for _, d := range []time.Duration{0, 15 * time.Second, 30 * time.Second} {
-		if got := sandboxReasons(round(d), noAPI); got != nil {
+		if got := sandboxReasons(round(d), api); got != nil {
 			t.Errorf("NotReady for %s after running 73s: %v", clk.now.Sub(now), got)
 		}
 	}
 	s := round(16 * time.Second) // 61s after it was first seen NotReady
-	f := sandboxFindings(s, &SandboxSettings{NotReadyAfter: time.Minute, EmptyAfter: time.Minute}, noAPI)
+	// Without an API nothing says the pod was not deleted: kubelet removes
+	// a deleted pod's sandbox only at its next garbage collection.
+	if got := sandboxReasons(s, fakePods{err: errNoCluster}); got != nil {
+		t.Errorf("no API, no container: %v", got)
+	}
+	f := sandboxFindings(s, &SandboxSettings{NotReadyAfter: time.Minute, EmptyAfter: time.Minute}, api)
 	if len(f) != 1 || f[0].Reason != "SandboxNotReady" || !strings.Contains(f[0].Message, "NotReady for 1m1s") ||
 		!f[0].Time.Equal(now) || f[0].Details["not_ready_since_from"] != "first_seen" {
 		t.Errorf("NotReady for 61s: %+v", f)
@@ -119,7 +125,7 @@ func TestSandboxNotReadyClockStartsWhenFirstSeen(t *testing.T) {
 		t.Errorf("first-seen state kept for a removed sandbox: %v", src.notReady)
 	}
 	setNode(rt, []*critest.FakePodSandbox{sandbox("sb-web", "shop", "web", false, t0)}, nil)
-	if s := round(time.Second); !s.NotReadySeen("sb-web").Equal(clk.now) || sandboxReasons(s, noAPI) != nil {
+	if s := round(time.Second); !s.NotReadySeen("sb-web").Equal(clk.now) || sandboxReasons(s, api) != nil {
 		t.Errorf("listed again: first seen %s, want %s", s.NotReadySeen("sb-web"), clk.now)
 	}
 }
@@ -180,8 +186,10 @@ func TestSandboxOfDeletedPod(t *testing.T) {
 		pods Pods
 		want string
 	}{
-		"no API":      {fakePods{err: errNoCluster}, "SandboxNotReady Pod shop/api|SandboxNotReady Pod shop/web"},
-		"nil API":     {nil, "SandboxNotReady Pod shop/api|SandboxNotReady Pod shop/web"},
+		// Without an API only a sandbox with running containers is dated:
+		// one without any is most likely waiting for kubelet's GC.
+		"no API":      {fakePods{err: errNoCluster}, "SandboxNotReady Pod shop/api"},
+		"nil API":     {nil, "SandboxNotReady Pod shop/api"},
 		"active":      {podsOf(apiPod("shop", "web"), apiPod("shop", "api")), "SandboxNotReady Pod shop/api|SandboxNotReady Pod shop/web"},
 		"gone":        {podsOf(), ""},
 		"terminating": {podsOf(apiPod("shop", "web", terminating), apiPod("shop", "api", terminating)), ""},
@@ -206,15 +214,19 @@ func TestSandboxReplacedUnderTheSameName(t *testing.T) {
 	old := sandbox("sb-old", "db", "pg-0", false, t0)
 	repl := sandbox("sb-new", "db", "pg-0", true, now.Add(-3*time.Minute))
 	repl.Metadata.Uid, repl.Labels[LabelPodUID] = "uid-pg-0-new", "uid-pg-0-new"
-	setNode(rt, []*critest.FakePodSandbox{old, repl}, []ctr{{id: "c-new", sandbox: "sb-new", name: "pg", state: running}})
+	// The old pod's container not gone yet, and no API to ask.
+	setNode(rt, []*critest.FakePodSandbox{old, repl}, []ctr{
+		{id: "c-old", sandbox: "sb-old", name: "pg", state: running},
+		{id: "c-new", sandbox: "sb-new", name: "pg", state: running},
+	})
 	s := agentSnapshot(t, rt, now.Add(-5*time.Minute), now)
 	if got := sandboxReasons(s, nil); got != nil {
 		t.Errorf("replaced by a ready sandbox of the same name: %v", got)
 	}
-	// The newer one NotReady too: the old one is not excused by it.
+	// Only a sandbox of another pod is newer: not replaced.
 	setNode(rt, []*critest.FakePodSandbox{old, sandbox("sb-other", "db", "pg-1", true, now)}, nil)
 	s = agentSnapshot(t, rt, now.Add(-5*time.Minute), now)
-	if got := sandboxReasons(s, nil); strings.Join(got, "|") != "SandboxNotReady Pod db/pg-0" {
+	if got := sandboxReasons(s, podsOf(apiPod("db", "pg-0"))); strings.Join(got, "|") != "SandboxNotReady Pod db/pg-0" {
 		t.Errorf("not replaced: %v", got)
 	}
 }
