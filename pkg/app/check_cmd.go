@@ -86,7 +86,7 @@ Exit code: 0 healthy, 1 a problem was found or a check could not run,
 	f.StringVar(&color, "color", "auto", "colour the table: auto (only on a terminal, and not when NO_COLOR is set), always or never")
 	f.BoolVarP(&verbose, "verbose", "v", false, "show every finding with its details, healthy ones too, and each check of an area that does not apply as a whole (one row without it)")
 	f.BoolVar(&list, "list", false, "list the checks that would run, and exit")
-	f.String("kubeconfig", "", "kubeconfig to read Services, EndpointSlices and this Node with, only reading (default: in-cluster config when in a pod; none: the checks that compare with the API do not apply)")
+	f.String("kubeconfig", "", "kubeconfig to read Services, EndpointSlices, this Node and its Pods with, only reading (default: in-cluster config when in a pod; none: the checks that compare with the API do not apply)")
 	f.String("node-name", "", "this node's name in Kubernetes, the Node the data-plane checks read and the report names (default: $NODE_NAME, then the hostname)")
 	return cmd
 }

@@ -30,6 +30,10 @@ type Deps struct {
 	CRI cri.Snapshotter
 	// Pods names the pod behind a cgroup in the kernel log; may be nil.
 	Pods kernel.Attributor
+	// APIPods reads this node's pods from the API, so the runtime checks
+	// leave pods being deleted or completed alone; nil, or reads failing
+	// without a cluster: they judge from the runtime alone.
+	APIPods cri.Pods
 	// Services lists Services and EndpointSlices from the shared informers;
 	// without a cluster its reads say why.
 	Services netcheck.ServiceLister
@@ -70,10 +74,10 @@ func All(d Deps) []*check.Definition {
 		cri.RuntimeReadyCheck(d.CRI),
 		cri.NetworkReadyCheck(d.CRI, d.HostFS),
 		cri.SandboxImageCheck(d.CRI),
-		cri.CrashLoopCheck(d.CRI, d.HostFS),
-		cri.RestartLoopCheck(d.CRI),
+		cri.CrashLoopCheck(d.CRI, d.HostFS, d.APIPods),
+		cri.RestartLoopCheck(d.CRI, d.APIPods),
 		cri.OOMKilledCheck(d.CRI),
-		cri.SandboxCheck(d.CRI),
+		cri.SandboxCheck(d.CRI, d.APIPods),
 		cri.StuckCheck(d.CRI),
 		cri.InventoryCheck(d.CRI),
 		kubelet.HealthCheck(kubelet.HealthDeps{FS: d.HostFS, API: d.Node, Clock: d.Clock}),

@@ -5,13 +5,15 @@ import (
 	"io/fs"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/node-doctor/node-doctor/pkg/check"
 )
 
 // CrashLoopCheck finds containers that keep exiting with a non-zero code and
 // being restarted (CrashLoopBackOff), with the exit code, reason and the end
-// of the log the last instance wrote.
-func CrashLoopCheck(src Snapshotter, hostFS fs.FS) check.Definition {
+// of the log the last instance wrote. pods may be nil (no cluster).
+func CrashLoopCheck(src Snapshotter, hostFS fs.FS, pods Pods) check.Definition {
 	set := defaultLoopSettings()
 	return check.Definition{
 		Name:        "cri-crash-loop",
@@ -20,12 +22,12 @@ func CrashLoopCheck(src Snapshotter, hostFS fs.FS) check.Definition {
 		Interval:    checkInterval,
 		Timeout:     checkTimeout,
 		Settings:    set,
-		Check:       fromSnapshot(src, func(s *Snapshot) []check.Finding { return crashLoopFindings(s, set, hostFS) }),
+		Check:       fromSnapshot(src, func(s *Snapshot) []check.Finding { return crashLoopFindings(s, set, hostFS, pods) }),
 	}
 }
 
-func crashLoopFindings(s *Snapshot, set *LoopSettings, hostFS fs.FS) []check.Finding {
-	groups := looping(s, set, func(c *Container) bool {
+func crashLoopFindings(s *Snapshot, set *LoopSettings, hostFS fs.FS, pods Pods) []check.Finding {
+	groups := looping(s, set, pods, func(c *Container, _ *corev1.Pod) bool {
 		// OOM kills have their own check and fix.
 		return c.Status.GetExitCode() != 0 && c.Status.GetReason() != "OOMKilled"
 	})

@@ -3,6 +3,8 @@ package cri
 import (
 	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/node-doctor/node-doctor/pkg/check"
 )
 
@@ -10,7 +12,8 @@ import (
 // again and again: the "start-background" mistake, where the command starts
 // the real process in the background (a daemon, a trailing &, a service
 // start script) and returns, so kubelet sees the container complete.
-func RestartLoopCheck(src Snapshotter) check.Definition {
+// pods may be nil (no cluster).
+func RestartLoopCheck(src Snapshotter, pods Pods) check.Definition {
 	set := defaultLoopSettings()
 	return check.Definition{
 		Name:        "cri-restart-loop",
@@ -19,13 +22,19 @@ func RestartLoopCheck(src Snapshotter) check.Definition {
 		Interval:    checkInterval,
 		Timeout:     checkTimeout,
 		Settings:    set,
-		Check:       fromSnapshot(src, func(s *Snapshot) []check.Finding { return restartLoopFindings(s, set) }),
+		Check:       fromSnapshot(src, func(s *Snapshot) []check.Finding { return restartLoopFindings(s, set, pods) }),
 	}
 }
 
-func restartLoopFindings(s *Snapshot, set *LoopSettings) []check.Finding {
+func restartLoopFindings(s *Snapshot, set *LoopSettings, pods Pods) []check.Finding {
 	var out []check.Finding
-	for _, g := range looping(s, set, func(c *Container) bool { return c.Status.GetExitCode() == 0 }) {
+	// An exit 0 that kubelet does not restart (restartPolicy OnFailure or
+	// Never, an init container) is a task that completed, however many
+	// failed attempts came before it.
+	zero := func(c *Container, p *corev1.Pod) bool {
+		return c.Status.GetExitCode() == 0 && restartsAfterSuccess(p, ContainerName(c))
+	}
+	for _, g := range looping(s, set, pods, zero) {
 		c := g.latest()
 		o := ContainerObject(g.sandbox, c)
 		out = append(out, check.Finding{

@@ -46,6 +46,11 @@ func stuckFindings(s *Snapshot, set *StuckSettings) []check.Finding {
 		f := check.Finding{Severity: check.SeverityProblem, Object: o, Details: containerDetails(c), Time: created}
 		switch c.GetState() {
 		case runtimeapi.ContainerState_CONTAINER_CREATED:
+			if g.sandbox != nil && !sandboxReady(g.sandbox) {
+				// Its pod stopped (deleted or replaced between create and
+				// start): it will never start and goes with the sandbox.
+				continue
+			}
 			f.Reason = "ContainerStuckCreated"
 			f.Message = fmt.Sprintf("was created %s ago but never started: the runtime could not start it (runc or shim failure) or kubelet is stuck; "+
 				"look for container id %s in the runtime's and kubelet's logs", age(since), shortID(c.GetId()))

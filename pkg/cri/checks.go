@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/node-doctor/node-doctor/pkg/check"
@@ -184,8 +185,11 @@ func defaultLoopSettings() *LoopSettings {
 
 // looping returns the container groups of ready pods whose latest instance
 // exited recently after at least MinRestarts restarts, and whose exit code
-// satisfies want.
-func looping(s *Snapshot, set *LoopSettings, want func(st *Container) bool) []*instances {
+// satisfies want. Pods the API says are being deleted, gone or finished are
+// left out: their containers exit because kubelet stops them, and the
+// sandbox stays ready for the moment between. want gets the pod from the
+// API, nil without one.
+func looping(s *Snapshot, set *LoopSettings, pods Pods, want func(c *Container, p *corev1.Pod) bool) []*instances {
 	var out []*instances
 	for _, g := range groupInstances(s) {
 		c := g.latest()
@@ -198,7 +202,11 @@ func looping(s *Snapshot, set *LoopSettings, want func(st *Container) bool) []*i
 		if fin := unixNano(c.Status.GetFinishedAt()); !fin.IsZero() && s.Time.Sub(fin) > set.Window {
 			continue
 		}
-		if want(c) {
+		life, p := lookupPod(pods, PodObject(g.sandbox))
+		if life == podGone || life == podTerminating || life == podFinished {
+			continue
+		}
+		if want(c, p) {
 			out = append(out, g)
 		}
 	}

@@ -84,7 +84,8 @@ func brokenNode() (fakeRuntime, fstest.MapFS, time.Time) {
 
 func TestChecksOnABrokenNode(t *testing.T) {
 	rt, hostFS, now := brokenNode()
-	s := mustSnapshot(t, rt, now)
+	// The agent saw the lost sandbox NotReady two minutes ago.
+	s := agentSnapshot(t, rt, now.Add(-2*time.Minute), now)
 	src := staticSource{s: s}
 	want := map[string][]string{
 		"cri-runtime":          {"ok RuntimeResponding node"},

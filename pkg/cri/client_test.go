@@ -89,7 +89,7 @@ func TestNoRuntimeIsNotApplicable(t *testing.T) {
 func allChecks(src Snapshotter, hostFS fs.FS) []check.Definition {
 	return []check.Definition{
 		RuntimeCheck(src), RuntimeReadyCheck(src), NetworkReadyCheck(src, hostFS), SandboxImageCheck(src),
-		CrashLoopCheck(src, hostFS), RestartLoopCheck(src), OOMKilledCheck(src), SandboxCheck(src), StuckCheck(src),
+		CrashLoopCheck(src, hostFS, nil), RestartLoopCheck(src, nil), OOMKilledCheck(src), SandboxCheck(src, nil), StuckCheck(src),
 	}
 }
 
@@ -110,7 +110,7 @@ func TestHungRuntimeTimesOut(t *testing.T) {
 	}
 	// The other checks share the failed snapshot instead of each waiting.
 	start = time.Now()
-	_, err = CrashLoopCheck(src, nil).Check.Run(context.Background())
+	_, err = CrashLoopCheck(src, nil, nil).Check.Run(context.Background())
 	if err == nil || time.Since(start) > 100*time.Millisecond {
 		t.Errorf("crash-loop check on a hung runtime: %v after %s", err, time.Since(start))
 	}
@@ -266,7 +266,7 @@ func TestMalformedLabels(t *testing.T) {
 	s := mustSnapshot(t, rt, t0.Add(time.Hour))
 	set := defaultLoopSettings()
 	set.Window = 2 * time.Hour
-	got := reasons(crashLoopFindings(s, set, nil))
+	got := reasons(crashLoopFindings(s, set, nil, nil))
 	want := []string{"problem CrashLoop Pod ns/from-metadata container app"}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("crash loops:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

@@ -248,6 +248,23 @@ func mustSnapshot(t testing.TB, rt Runtime, now time.Time) *Snapshot {
 	return s
 }
 
+// agentSnapshot is the snapshot at now of a Source that took its first one
+// at first, as the agent's does from round to round.
+func agentSnapshot(t testing.TB, rt Runtime, first, now time.Time) *Snapshot {
+	t.Helper()
+	clk := &fakeClock{first}
+	src := NewSource(rt, SourceOptions{Clock: clk})
+	if _, err := src.Snapshot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	clk.now = now
+	s, err := src.Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // reasons renders findings compactly for comparison.
 func reasons(fs []check.Finding) []string {
 	var out []string

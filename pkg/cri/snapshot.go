@@ -47,8 +47,11 @@ type Snapshot struct {
 
 	sandboxByID map[string]*runtimeapi.PodSandbox
 	bySandbox   map[string][]*Container
-	groupsOnce  sync.Once
-	groups      []*instances
+	// notReadySeen holds, for each NotReady sandbox, when its Source first
+	// saw it NotReady.
+	notReadySeen map[string]time.Time
+	groupsOnce   sync.Once
+	groups       []*instances
 }
 
 // Container is a listed container with its status.
@@ -65,6 +68,13 @@ func (s *Snapshot) Sandbox(id string) *runtimeapi.PodSandbox { return s.sandboxB
 
 // ContainersOf returns the containers of a sandbox.
 func (s *Snapshot) ContainersOf(sandboxID string) []*Container { return s.bySandbox[sandboxID] }
+
+// NotReadySeen is when the Source first saw the sandbox NotReady: Time
+// itself when this is the first snapshot that shows it so (one-shot check,
+// or an agent that just started), zero when it is ready or not listed.
+// The runtime does not say when a sandbox stopped, and its creation time
+// says nothing about that.
+func (s *Snapshot) NotReadySeen(sandboxID string) time.Time { return s.notReadySeen[sandboxID] }
 
 func (s *Snapshot) index() {
 	s.sandboxByID = make(map[string]*runtimeapi.PodSandbox, len(s.Sandboxes))
@@ -164,6 +174,8 @@ type Source struct {
 	inflight chan struct{}
 	// exited caches statuses of exited containers, which never change.
 	exited map[string]*runtimeapi.ContainerStatus
+	// notReady holds when each listed NotReady sandbox was first seen so.
+	notReady map[string]time.Time
 }
 
 // Default Source options.
@@ -191,7 +203,7 @@ func NewSource(rt Runtime, o SourceOptions) *Source {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Source{rt: rt, opts: o, exited: map[string]*runtimeapi.ContainerStatus{}}
+	return &Source{rt: rt, opts: o, exited: map[string]*runtimeapi.ContainerStatus{}, notReady: map[string]time.Time{}}
 }
 
 // Snapshot returns a snapshot no older than MaxAge, taking one if needed.
@@ -257,6 +269,7 @@ func (s *Source) take(ctx context.Context) (*Snapshot, error) {
 	if snap.Sandboxes, err = s.rt.ListPodSandbox(ctx, nil); err != nil {
 		return nil, err
 	}
+	s.observeSandboxes(snap)
 	list, err := s.rt.ListContainers(ctx, nil)
 	if err != nil {
 		return nil, err
@@ -287,6 +300,26 @@ func (s *Source) take(ctx context.Context) (*Snapshot, error) {
 		s.opts.Log.Debug("cri snapshot incomplete", "failed_calls", len(snap.Partial), "err", errors.Join(snap.Partial...))
 	}
 	return snap, nil
+}
+
+// observeSandboxes records when each sandbox was first seen NotReady and
+// forgets sandboxes that are gone or ready.
+func (s *Source) observeSandboxes(snap *Snapshot) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[string]time.Time{}
+	for _, sb := range snap.Sandboxes {
+		if sb.GetState() == runtimeapi.PodSandboxState_SANDBOX_READY {
+			continue
+		}
+		at, ok := s.notReady[sb.GetId()]
+		if !ok {
+			at = snap.Time
+		}
+		seen[sb.GetId()] = at
+	}
+	s.notReady = seen
+	snap.notReadySeen = seen
 }
 
 // containerStatuses fills in the statuses of containers that are not

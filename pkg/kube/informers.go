@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	coordinationlisters "k8s.io/client-go/listers/coordination/v1"
@@ -24,7 +25,8 @@ import (
 )
 
 // Informers is the process's one shared informer factory: Services and
-// EndpointSlices cluster-wide, and this node by field selector. It is created
+// EndpointSlices cluster-wide, this node by field selector, and the pods
+// bound to this node (spec.nodeName). It is created
 // empty (checks are built before flags are read) and connected once a cluster
 // is known; until then every read returns why there is no cluster.
 type Informers struct {
@@ -38,11 +40,18 @@ type Informers struct {
 	eps      discoverylisters.EndpointSliceLister
 	node     corelisters.NodeLister
 	synced   []cache.InformerSynced
-	// The node's Lease is watched apart: without RBAC for it the other
-	// reads still work.
+	// Pods are optional: without RBAC to list them the other reads work
+	// and Pod says why.
+	podFactory informers.SharedInformerFactory
+	pods       corelisters.PodLister
+	podsSynced cache.InformerSynced
+	podsErr    error
+	// The node's Lease is watched apart too: without RBAC for it the
+	// other reads still work.
 	leases      informers.SharedInformerFactory
 	lease       coordinationlisters.LeaseLister
 	leaseSynced cache.InformerSynced
+	leaseErr    error
 }
 
 // NodeLeaseNamespace holds the Lease each kubelet renews for its node.
@@ -70,29 +79,62 @@ func (i *Informers) Connect(cs kubernetes.Interface, node string, resync time.Du
 	nf := informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTransform(TrimObject), byName)
 	lf := informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTransform(TrimObject), informers.WithNamespace(NodeLeaseNamespace), byName)
 	leases := lf.Coordination().V1().Leases()
+	_ = leases.Informer().SetWatchErrorHandlerWithContext(i.leaseWatchError)
+	pf := informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTransform(TrimObject), informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", node).String()
+	}))
 	svc := f.Core().V1().Services()
 	eps := f.Discovery().V1().EndpointSlices()
 	nodes := nf.Core().V1().Nodes()
+	pods := pf.Core().V1().Pods()
+	_ = pods.Informer().SetWatchErrorHandlerWithContext(i.podsWatchError)
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	i.cs, i.factory, i.nodes, i.nodeName = cs, f, nf, node
-	i.svc, i.eps, i.node = svc.Lister(), eps.Lister(), nodes.Lister()
+	i.cs, i.factory, i.nodes, i.podFactory, i.nodeName = cs, f, nf, pf, node
+	i.leases, i.lease, i.leaseSynced, i.leaseErr = lf, leases.Lister(), leases.Informer().HasSynced, nil
+	i.svc, i.eps, i.node, i.pods = svc.Lister(), eps.Lister(), nodes.Lister(), pods.Lister()
 	i.synced = []cache.InformerSynced{svc.Informer().HasSynced, eps.Informer().HasSynced, nodes.Informer().HasSynced}
-	i.leases, i.lease, i.leaseSynced = lf, leases.Lister(), leases.Informer().HasSynced
+	i.podsSynced, i.podsErr = pods.Informer().HasSynced, nil
 	i.noAccess = nil
+}
+
+// podsWatchError remembers that pods cannot be listed (RBAC without pods)
+// and logs it once, not on every retry.
+func (i *Informers) podsWatchError(ctx context.Context, r *cache.Reflector, err error) {
+	i.forbiddenOnce(ctx, r, err, &i.podsErr, "list pods on this node")
+}
+
+// leaseWatchError does the same for the node's Lease.
+func (i *Informers) leaseWatchError(ctx context.Context, r *cache.Reflector, err error) {
+	i.forbiddenOnce(ctx, r, err, &i.leaseErr, "list the Lease "+NodeLeaseNamespace+"/"+i.NodeName())
+}
+
+func (i *Informers) forbiddenOnce(ctx context.Context, r *cache.Reflector, err error, dst *error, what string) {
+	if !apierrors.IsForbidden(err) && !apierrors.IsUnauthorized(err) {
+		cache.DefaultWatchErrorHandler(ctx, r, err)
+		return
+	}
+	i.mu.Lock()
+	first := *dst == nil
+	*dst = fmt.Errorf("kube: %s: %w", what, err)
+	i.mu.Unlock()
+	if first {
+		cache.DefaultWatchErrorHandler(ctx, r, err)
+	}
 }
 
 // Start starts the informers and waits for their first list, at most
 // timeout. It returns at once when not connected.
 func (i *Informers) Start(ctx context.Context, timeout time.Duration) error {
 	i.mu.RLock()
-	f, nf, lf, synced := i.factory, i.nodes, i.leases, i.synced
+	f, nf, pf, lf, synced := i.factory, i.nodes, i.podFactory, i.leases, i.synced
 	i.mu.RUnlock()
 	if f == nil {
 		return nil
 	}
 	f.Start(ctx.Done())
 	nf.Start(ctx.Done())
+	pf.Start(ctx.Done())
 	lf.Start(ctx.Done())
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -100,6 +142,12 @@ func (i *Informers) Start(ctx context.Context, timeout time.Duration) error {
 		// Reads keep saying "not listed yet" until the informers catch up.
 		return fmt.Errorf("kube: informers: Services, EndpointSlices and Node not listed within %s", timeout)
 	}
+	// Pods too, unless they cannot be listed at all; not an error either way.
+	_ = wait.PollUntilContextCancel(wctx, 50*time.Millisecond, true, func(context.Context) (bool, error) {
+		i.mu.RLock()
+		defer i.mu.RUnlock()
+		return i.podsSynced() || i.podsErr != nil, nil
+	})
 	return nil
 }
 
@@ -145,14 +193,42 @@ func (i *Informers) Node() (*corev1.Node, error) {
 	return n, nil
 }
 
+// Pod returns the pod namespace/name bound to this node, nil when the API
+// has none, or why it cannot say.
+func (i *Informers) Pod(namespace, name string) (*corev1.Pod, error) {
+	i.mu.RLock()
+	noAccess, lister, synced, podsErr := i.noAccess, i.pods, i.podsSynced, i.podsErr
+	i.mu.RUnlock()
+	switch {
+	case noAccess != nil:
+		return nil, noAccess
+	case !synced():
+		if podsErr != nil {
+			return nil, podsErr
+		}
+		return nil, errors.New("kube: pods have not been listed yet")
+	}
+	p, err := lister.Pods(namespace).Get(name)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kube: pod %s/%s: %w", namespace, name, err)
+	}
+	return p, nil
+}
+
 // NodeLease returns this node's Lease in kube-node-lease, or nil when
 // there is none.
 func (i *Informers) NodeLease() (*coordinationv1.Lease, error) {
 	i.mu.RLock()
-	noAccess, synced, lister, name := i.noAccess, i.leaseSynced, i.lease, i.nodeName
+	noAccess, synced, lister, name, leaseErr := i.noAccess, i.leaseSynced, i.lease, i.nodeName, i.leaseErr
 	i.mu.RUnlock()
 	if noAccess != nil {
 		return nil, noAccess
+	}
+	if leaseErr != nil && !synced() {
+		return nil, leaseErr
 	}
 	if !synced() {
 		return nil, fmt.Errorf("kube: the Lease %s/%s has not been listed yet (node-doctor needs get, list and watch on leases there)", NodeLeaseNamespace, name)
@@ -197,8 +273,12 @@ func (i *Informers) NodeName() string {
 // references, finalizers, labels and annotations not under a kubernetes.io
 // domain (kube-proxy reads only those), and endpoints their targetRef,
 // hostname and deprecated topology. A Node loses its image list. At 10,000
-// Services that is most of the cache.
+// Services that is most of the cache. A Pod keeps only what the runtime
+// checks read: identity, deletion, phase and restart policies.
 func TrimObject(obj any) (any, error) {
+	if p, ok := obj.(*corev1.Pod); ok {
+		return trimPod(p), nil
+	}
 	m, ok := obj.(metav1.Object)
 	if !ok {
 		return obj, nil
@@ -233,6 +313,31 @@ func TrimObject(obj any) (any, error) {
 		o.Status.Images = nil
 	}
 	return obj, nil
+}
+
+// mirrorAnnotation names, on a static pod's mirror, the UID kubelet runs
+// the static pod under.
+const mirrorAnnotation = "kubernetes.io/config.mirror"
+
+func trimPod(p *corev1.Pod) *corev1.Pod {
+	out := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
+			DeletionTimestamp: p.DeletionTimestamp, DeletionGracePeriodSeconds: p.DeletionGracePeriodSeconds,
+		},
+		Spec:   corev1.PodSpec{NodeName: p.Spec.NodeName, RestartPolicy: p.Spec.RestartPolicy},
+		Status: corev1.PodStatus{Phase: p.Status.Phase},
+	}
+	if v, ok := p.Annotations[mirrorAnnotation]; ok {
+		out.Annotations = map[string]string{mirrorAnnotation: v}
+	}
+	for _, c := range p.Spec.InitContainers {
+		out.Spec.InitContainers = append(out.Spec.InitContainers, corev1.Container{Name: c.Name, RestartPolicy: c.RestartPolicy})
+	}
+	for _, c := range p.Spec.Containers {
+		out.Spec.Containers = append(out.Spec.Containers, corev1.Container{Name: c.Name, RestartPolicy: c.RestartPolicy})
+	}
+	return out
 }
 
 func trimMeta(m *metav1.ObjectMeta) {

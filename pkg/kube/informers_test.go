@@ -9,9 +9,12 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 func TestTrimObject(t *testing.T) {
@@ -123,5 +126,69 @@ func TestNodeLease(t *testing.T) {
 	}
 	if l, err := i2.GetNodeLease(ctx); l != nil || err != nil {
 		t.Fatalf("GetNodeLease with no lease: %+v, %v; want nil, nil", l, err)
+	}
+}
+
+func TestInformersPod(t *testing.T) {
+	del := metav1.NewTime(time.Unix(300, 0))
+	always := corev1.ContainerRestartPolicyAlways
+	web := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", UID: "uid-web", DeletionTimestamp: &del,
+			Labels: map[string]string{"app": "web"}, Annotations: map[string]string{"kubernetes.io/config.mirror": "hash", "note": "x"}},
+		Spec: corev1.PodSpec{NodeName: node, RestartPolicy: corev1.RestartPolicyOnFailure,
+			InitContainers: []corev1.Container{{Name: "proxy", Image: "envoy", RestartPolicy: &always}},
+			Containers:     []corev1.Container{{Name: "app", Image: "web:1", Command: []string{"serve"}}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.5"},
+	}
+	cs := fake.NewClientset(web)
+	inf := NewInformers()
+	if _, err := inf.Pod("shop", "web"); !errors.Is(err, ErrNoCluster) {
+		t.Errorf("unconnected: %v", err)
+	}
+	inf.Connect(cs, node, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := inf.Start(ctx, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	p, err := inf.Pod("shop", "web")
+	if err != nil || p == nil {
+		t.Fatalf("pod: %v %v", p, err)
+	}
+	if p.UID != "uid-web" || p.DeletionTimestamp == nil || p.Spec.RestartPolicy != corev1.RestartPolicyOnFailure || p.Status.Phase != corev1.PodRunning ||
+		len(p.Spec.InitContainers) != 1 || *p.Spec.InitContainers[0].RestartPolicy != always || p.Spec.Containers[0].Name != "app" {
+		t.Errorf("pod lost what the runtime checks read: %+v", p)
+	}
+	if p.Labels != nil || len(p.Annotations) != 1 || p.Spec.Containers[0].Image != "" || p.Status.PodIP != "" {
+		t.Errorf("pod not trimmed: %+v", p)
+	}
+	if p, err := inf.Pod("shop", "gone"); p != nil || err != nil {
+		t.Errorf("missing pod: %v %v", p, err)
+	}
+}
+
+// Without RBAC for pods the other informers work, Start does not wait its
+// whole timeout for pods, and Pod says why.
+func TestInformersPodsForbidden(t *testing.T) {
+	cs := fake.NewClientset()
+	cs.PrependReactor("list", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(corev1.Resource("pods"), "", errors.New("RBAC: no list pods"))
+	})
+	inf := NewInformers()
+	inf.Connect(cs, node, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := time.Now()
+	if err := inf.Start(ctx, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Start waited %s for pods it may not list", d)
+	}
+	if _, err := inf.Services(); err != nil {
+		t.Errorf("services: %v", err)
+	}
+	if p, err := inf.Pod("shop", "web"); p != nil || !apierrors.IsForbidden(err) {
+		t.Errorf("pod without RBAC: %v %v", p, err)
 	}
 }

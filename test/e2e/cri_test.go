@@ -325,7 +325,7 @@ func criChecks(endpoint string) (*cri.Source, []check.Definition) {
 	hostFS := os.DirFS("/")
 	defs := []check.Definition{
 		cri.RuntimeCheck(src), cri.RuntimeReadyCheck(src), cri.NetworkReadyCheck(src, hostFS), cri.SandboxImageCheck(src),
-		cri.CrashLoopCheck(src, hostFS), cri.RestartLoopCheck(src), cri.OOMKilledCheck(src), cri.SandboxCheck(src), cri.StuckCheck(src),
+		cri.CrashLoopCheck(src, hostFS, nil), cri.RestartLoopCheck(src, nil), cri.OOMKilledCheck(src), cri.SandboxCheck(src, nil), cri.StuckCheck(src),
 	}
 	for _, d := range defs {
 		switch s := d.Settings.(type) {

@@ -247,13 +247,15 @@ func TestDeployManifestsRender(t *testing.T) {
 		t.Errorf("rendered %d objects, want 8", len(objs))
 	}
 
-	// Exactly the RBAC of docs/kubernetes.md plus the data-plane checks'.
+	// Exactly the RBAC of docs/kubernetes.md.
 	want := map[string]string{
 		"/nodes":                          "get,list,watch",
 		"/nodes/status":                   "patch",
 		"/events":                         "get,create,patch",
 		"/services":                       "list,watch",
 		"discovery.k8s.io/endpointslices": "list,watch",
+		"coordination.k8s.io/leases":      "get,list,watch",
+		"/pods":                           "list,watch",
 	}
 	got := map[string]string{}
 	for _, r := range kinds["ClusterRole"]["rules"].([]any) {
