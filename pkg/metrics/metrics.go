@@ -38,6 +38,7 @@ type Reporter struct {
 	errs     *prometheus.CounterVec
 	timeouts *prometheus.CounterVec
 	skipped  *prometheus.CounterVec
+	interval *prometheus.GaugeVec
 	npd      *npd
 
 	mu   sync.Mutex
@@ -67,10 +68,15 @@ func New(defs []*check.Definition) *Reporter {
 			Namespace: namespace, Name: "check_skipped_total",
 			Help: "Check runs skipped because the previous run had not returned.",
 		}, []string{"check"}),
+		interval: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "check_interval_seconds",
+			Help: "How often a check is configured to run.",
+		}, []string{"check"}),
 		last: map[string]check.Result{},
 		npd:  newNPD(defs),
 	}
 	for _, d := range defs {
+		r.interval.WithLabelValues(d.Name).Set(d.Interval.Seconds())
 		r.duration.WithLabelValues(d.Name)
 		r.errs.WithLabelValues(d.Name)
 		r.timeouts.WithLabelValues(d.Name)
@@ -83,7 +89,7 @@ func New(defs []*check.Definition) *Reporter {
 		ConstLabels: prometheus.Labels{"version": v, "revision": rev, "goversion": runtime.Version()},
 	})
 	buildInfo.Set(1)
-	r.Registry.MustRegister(r, r.duration, r.errs, r.timeouts, r.skipped, buildInfo, r.npd.counter, r.npd.gauge,
+	r.Registry.MustRegister(r, r.duration, r.errs, r.timeouts, r.skipped, r.interval, buildInfo, r.npd.counter, r.npd.gauge,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r

@@ -101,6 +101,19 @@ node_doctor_check_skipped_total{check="ip-forward"} 1
 	}
 }
 
+func TestCheckIntervals(t *testing.T) {
+	r := New([]*check.Definition{{Name: "hairpin", Interval: 30 * time.Second}, {Name: "kernel-log", Interval: 10 * time.Minute}})
+	want := `
+# HELP node_doctor_check_interval_seconds How often a check is configured to run.
+# TYPE node_doctor_check_interval_seconds gauge
+node_doctor_check_interval_seconds{check="hairpin"} 30
+node_doctor_check_interval_seconds{check="kernel-log"} 600
+`
+	if err := testutil.GatherAndCompare(r.Registry, strings.NewReader(want), "node_doctor_check_interval_seconds"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 type collectingCheck struct{ prometheus.Gauge }
 
 func (collectingCheck) Run(context.Context) ([]check.Finding, error) { return nil, nil }

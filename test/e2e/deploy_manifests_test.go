@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -151,8 +152,10 @@ func prometheusRuleGroups(t *testing.T) string {
 
 // TestDeployPrometheusRules checks the PrometheusRule's rules with promtool:
 // they load (`promtool check rules`), every owned condition has an alert,
-// and a unit test (`promtool test rules`) fires the condition alerts, the
-// events-dropped alert and the check-error alert from synthetic series.
+// every alert has a runbook section in docs/alerts.md, and unit tests
+// (`promtool test rules`) fire the alerts from synthetic series: conditions
+// (named and from rule files), problem findings with and without the
+// condition series, check errors, staleness against each check's interval.
 func TestDeployPrometheusRules(t *testing.T) {
 	ensurePrometheus(t)
 	rules := prometheusRuleGroups(t)
@@ -169,6 +172,37 @@ func TestDeployPrometheusRules(t *testing.T) {
 		}
 	}
 
+	// Every alert's runbook_url is a section of docs/alerts.md.
+	var groups struct {
+		Groups []struct {
+			Rules []struct {
+				Alert       string            `yaml:"alert"`
+				Annotations map[string]string `yaml:"annotations"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(b, &groups); err != nil {
+		t.Fatal(err)
+	}
+	runbook, err := os.ReadFile(filepath.Join(repoRoot(t), "docs", "alerts.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const base = "https://github.com/node-doctor/node-doctor/blob/main/docs/alerts.md#"
+	for _, g := range groups.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" {
+				continue
+			}
+			if got := r.Annotations["runbook_url"]; got != base+strings.ToLower(r.Alert) {
+				t.Errorf("%s: runbook_url %q, want %q", r.Alert, got, base+strings.ToLower(r.Alert))
+			}
+			if !regexp.MustCompile(`(?m)^#+ ` + r.Alert + `$`).Match(runbook) {
+				t.Errorf("%s: no section in docs/alerts.md", r.Alert)
+			}
+		}
+	}
+
 	// Alerts are checked through the ALERTS series, so the test does not
 	// repeat the annotations' wording.
 	var series, firing strings.Builder
@@ -180,6 +214,8 @@ func TestDeployPrometheusRules(t *testing.T) {
 		fmt.Fprintf(&series, "      - series: 'node_doctor_kube_node_condition{condition=%q,status=\"True\",node=\"n1\",instance=\"i1\"}'\n        values: '1x20'\n", c)
 		fmt.Fprintf(&firing, "          - labels: 'ALERTS{alertname=\"NodeDoctor%s\",alertstate=\"firing\",condition=%q,status=\"True\",node=\"n1\",instance=\"i1\",severity=%q}'\n            value: 1\n", c, c, sev)
 	}
+	// The rule-file condition alerts through the generic alert, and only through it.
+	firing.WriteString("          - labels: 'ALERTS{alertname=\"NodeDoctorNodeCondition\",alertstate=\"firing\",condition=\"XfsShutdown\",status=\"True\",node=\"n3\",instance=\"i3\",severity=\"warning\"}'\n            value: 1\n")
 	test := fmt.Sprintf(`rule_files: [%q]
 evaluation_interval: 1m
 tests:
@@ -190,6 +226,9 @@ tests:
       - series: 'node_doctor_kube_events_dropped_total{reason="queue_full",node="n1",instance="i1"}'
         values: '0 0 0 5 5 5 5 5 5 5 5 5 5 5 5 5 5 5 5 5'
       - series: 'node_doctor_check_status{check="cri-runtime",status="error",node="n1",instance="i1"}'
+        values: '1x20'
+      # A rule-file condition, which has no alert of its own.
+      - series: 'node_doctor_kube_node_condition{condition="XfsShutdown",status="True",node="n3",instance="i3"}'
         values: '1x20'
     promql_expr_test:
       - expr: ALERTS{alertname="NodeDoctorNetworkConfigProblem"}
@@ -205,10 +244,92 @@ tests:
         exp_samples:
           - labels: 'ALERTS{alertname="NodeDoctorEventsDropped",alertstate="firing",reason="queue_full",node="n1",instance="i1",severity="warning"}'
             value: 1
+      - expr: ALERTS{alertname="NodeDoctorNodeCondition"}
+        eval_time: 10m
+        exp_samples:
+          - labels: 'ALERTS{alertname="NodeDoctorNodeCondition",alertstate="firing",condition="XfsShutdown",status="True",node="n3",instance="i3",severity="warning"}'
+            value: 1
       - expr: ALERTS{alertname="NodeDoctorCheckFailing",alertstate="firing"}
         eval_time: 16m
         exp_samples:
           - labels: 'ALERTS{alertname="NodeDoctorCheckFailing",alertstate="firing",check="cri-runtime",status="error",node="n1",instance="i1",severity="warning"}'
+            value: 1
+  # Problem findings without reporting to the API (i1: no condition series)
+  # and with it (i2: the condition is True and alerts on its own, so the
+  # finding does not alert again). A finding that drives no condition
+  # alerts either way.
+  - interval: 1m
+    input_series:
+      - series: 'node_doctor_findings{check="kubelet-health",condition="KubeletUnhealthy",reason="KubeletHealthzFailed",severity="problem",node="n1",instance="i1"}'
+        values: '1x20'
+      - series: 'node_doctor_findings{check="kernel-log",condition="XfsShutdown",reason="XfsShutdown",severity="problem",node="n1",instance="i1"}'
+        values: '1x20'
+      - series: 'node_doctor_findings{check="hairpin",condition="NetworkConfigProblem",reason="HairpinModeOff",severity="warning",node="n1",instance="i1"}'
+        values: '1x20'
+      - series: 'node_doctor_findings{check="kubelet-health",condition="KubeletUnhealthy",reason="KubeletHealthzFailed",severity="problem",node="n2",instance="i2"}'
+        values: '1x20'
+      - series: 'node_doctor_kube_node_condition{condition="KubeletUnhealthy",status="True",node="n2",instance="i2"}'
+        values: '1x20'
+      - series: 'node_doctor_kube_node_condition{condition="KubeletUnhealthy",status="False",node="n2",instance="i2"}'
+        values: '0x20'
+      - series: 'node_doctor_findings{check="kernel-log",condition="XfsShutdown",reason="XfsShutdown",severity="problem",node="n2",instance="i2"}'
+        values: '1x20'
+      - series: 'node_doctor_kube_node_condition{condition="XfsShutdown",status="True",node="n2",instance="i2"}'
+        values: '1x20'
+      - series: 'node_doctor_findings{check="cri-pods",condition="",reason="PodSandboxStuck",severity="problem",node="n2",instance="i2"}'
+        values: '1x20'
+    promql_expr_test:
+      - expr: ALERTS{alertname="NodeDoctorProblemFound"}
+        eval_time: 10m
+        exp_samples:
+          - labels: 'ALERTS{alertname="NodeDoctorProblemFound",alertstate="firing",check="kubelet-health",condition="KubeletUnhealthy",reason="KubeletHealthzFailed",severity="critical",node="n1",instance="i1"}'
+            value: 1
+          - labels: 'ALERTS{alertname="NodeDoctorProblemFound",alertstate="firing",check="kernel-log",condition="XfsShutdown",reason="XfsShutdown",severity="warning",node="n1",instance="i1"}'
+            value: 1
+          - labels: 'ALERTS{alertname="NodeDoctorProblemFound",alertstate="firing",check="cri-pods",condition="",reason="PodSandboxStuck",severity="warning",node="n2",instance="i2"}'
+            value: 1
+      # On n2 each problem alerts once: through its condition.
+      - expr: count by (node, condition) (ALERTS{alertstate="firing",node="n2",condition!=""})
+        eval_time: 10m
+        exp_samples:
+          - labels: '{node="n2",condition="KubeletUnhealthy"}'
+            value: 1
+          - labels: '{node="n2",condition="XfsShutdown"}'
+            value: 1
+  # Staleness against each check's own interval: the last runs were at 0.
+  # kernel-log (every 10m) is not stale 15 minutes later, and an hourly
+  # check not 45 minutes later; hairpin (every 30s) is after 10 minutes.
+  - interval: 1m
+    input_series:
+      - series: 'node_doctor_check_last_run_timestamp_seconds{check="kernel-log",node="n1",instance="i1"}'
+        values: '0x50'
+      - series: 'node_doctor_check_interval_seconds{check="kernel-log",node="n1",instance="i1"}'
+        values: '600x50'
+      - series: 'node_doctor_check_last_run_timestamp_seconds{check="hairpin",node="n1",instance="i1"}'
+        values: '0x50'
+      - series: 'node_doctor_check_interval_seconds{check="hairpin",node="n1",instance="i1"}'
+        values: '30x50'
+      - series: 'node_doctor_check_last_run_timestamp_seconds{check="hourly",node="n1",instance="i1"}'
+        values: '0x50'
+      - series: 'node_doctor_check_interval_seconds{check="hourly",node="n1",instance="i1"}'
+        values: '3600x50'
+    promql_expr_test:
+      - expr: ALERTS{alertname="NodeDoctorChecksStale",alertstate="firing"}
+        eval_time: 10m
+        exp_samples:
+          - labels: 'ALERTS{alertname="NodeDoctorChecksStale",alertstate="firing",check="hairpin",node="n1",instance="i1",severity="warning"}'
+            value: 1
+      - expr: ALERTS{alertname="NodeDoctorChecksStale",check!="hairpin"}
+        eval_time: 15m
+        exp_samples: []
+      - expr: ALERTS{alertname="NodeDoctorChecksStale",check="hourly"}
+        eval_time: 45m
+        exp_samples: []
+      # kernel-log is stale past 3 × 10m + 2m, firing 5m later.
+      - expr: ALERTS{alertname="NodeDoctorChecksStale",check="kernel-log",alertstate="firing"}
+        eval_time: 40m
+        exp_samples:
+          - labels: 'ALERTS{alertname="NodeDoctorChecksStale",alertstate="firing",check="kernel-log",node="n1",instance="i1",severity="warning"}'
             value: 1
 `, rules, series.String(), firing.String())
 	testFile := filepath.Join(t.TempDir(), "rules_test.yaml")
