@@ -15,6 +15,7 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -142,6 +143,9 @@ func soak(t *testing.T, bin, mode string, d time.Duration) {
 			opts.GracePeriodSeconds = &zero
 		}
 		if err := cs.CoreV1().Pods(ns).Delete(cctx, p.Name, opts); err != nil {
+			if apierrors.IsNotFound(err) {
+				return nil // the rollout got there first
+			}
 			return err
 		}
 		st.add(func(s *soakStats) {
