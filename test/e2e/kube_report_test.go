@@ -42,6 +42,13 @@ func startAgent(t *testing.T, c *harness.Cluster, bin string, extra ...string) *
 	if err := os.WriteFile(cfg, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return runReportingAgent(t, c, bin, cfg, func(string) bool { return true }, extra...)
+}
+
+// runReportingAgent runs `node-doctor run` with cfg against the node and logs the
+// lines of its log that show says to.
+func runReportingAgent(t *testing.T, c *harness.Cluster, bin, cfg string, show func(line string) bool, extra ...string) *agentProc {
+	t.Helper()
 	args := append([]string{"run", "--config", cfg, "--kubeconfig", c.Kubeconfig, "--node-name", c.NodeName,
 		"--runtime-endpoint", c.CRIEndpoint, "--metrics-address", "127.0.0.1:0", "--condition-heartbeat", "10s"}, extra...)
 	cmd := exec.Command(bin, args...)
@@ -56,7 +63,9 @@ func startAgent(t *testing.T, c *harness.Cluster, bin string, extra ...string) *
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			t.Logf("agent: %s", sc.Text())
+			if line := sc.Text(); show(line) {
+				t.Logf("agent: %s", line)
+			}
 		}
 	}()
 	go func() { a.done <- cmd.Wait() }()

@@ -3,11 +3,9 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -93,28 +91,11 @@ func TestNPDCustomPlugin(t *testing.T) {
 	})
 }
 
-// startPluginAgent runs `node-doctor run` with cfg against the node.
+// startPluginAgent runs `node-doctor run` with cfg against the node,
+// logging what it says of plugins and conditions.
 func startPluginAgent(t *testing.T, c *harness.Cluster, bin, cfg string) *agentProc {
 	t.Helper()
-	cmd := exec.Command(bin, "run", "--config", cfg, "--kubeconfig", c.Kubeconfig, "--node-name", c.NodeName,
-		"--runtime-endpoint", c.CRIEndpoint, "--metrics-address", "127.0.0.1:0", "--condition-heartbeat", "10s")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	a := &agentProc{cmd: cmd, done: make(chan error, 1)}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if line := sc.Text(); strings.Contains(line, "plugin") || strings.Contains(line, "condition") {
-				t.Logf("agent: %s", line)
-			}
-		}
-	}()
-	go func() { a.done <- cmd.Wait() }()
-	t.Cleanup(func() { a.stop(t) })
-	return a
+	return runReportingAgent(t, c, bin, cfg, func(line string) bool {
+		return strings.Contains(line, "plugin") || strings.Contains(line, "condition")
+	})
 }
