@@ -92,12 +92,9 @@ type Monitor struct {
 	Rules             []*Rule
 }
 
-// Condition is a node condition a monitor drives, with its healthy state.
-type Condition struct {
-	Type    string
-	Reason  string
-	Message string
-}
+// Condition is a node condition a monitor drives, with its healthy state:
+// the same as a rule file's.
+type Condition = kernel.Condition
 
 // Rule is one script to run.
 type Rule struct {
