@@ -85,6 +85,7 @@ what is broken with what to do about it, and only reads.
 
   node-doctor check        one-shot report on the terminal (or -o json|yaml)
   node-doctor run          the agent: checks on intervals, /metrics, /healthz, /readyz
+  node-doctor explain      one Service's path on this node, rule by rule, against the API
   node-doctor version      print the version
 
 Exit codes of check: 0 healthy, 1 problems found or a check could not run,
@@ -106,7 +107,7 @@ Exit codes of check: 0 healthy, 1 problems found or a check could not run,
 	pf.StringSliceVar(&g.skip, "skip", nil, "do not run these checks (comma-separated names)")
 	pf.StringVar(&g.runtimeEndpoint, "runtime-endpoint", "", "CRI runtime endpoint (unix:///run/containerd/containerd.sock); default: like crictl, $CONTAINER_RUNTIME_ENDPOINT, then /etc/crictl.yaml, then the containerd, CRI-O and cri-dockerd sockets, all under --host-root")
 	pf.StringVar(&g.imageEndpoint, "image-endpoint", "", "CRI image endpoint; default: $IMAGE_SERVICE_ENDPOINT, /etc/crictl.yaml, then the runtime endpoint")
-	root.AddCommand(newCheckCommand(g), newRunCommand(g), newVersionCommand())
+	root.AddCommand(newCheckCommand(g), newRunCommand(g), newExplainCommand(g), newVersionCommand())
 	return root
 }
 
