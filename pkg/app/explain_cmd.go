@@ -15,22 +15,22 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/node-doctor/node-doctor/pkg/explain"
 	"github.com/node-doctor/node-doctor/pkg/kube"
 	"github.com/node-doctor/node-doctor/pkg/netcheck"
-	"github.com/node-doctor/node-doctor/pkg/report"
 )
 
 func newExplainCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "explain",
-		Short: "Walk this node's path for one Service: every rule, set against the API",
+		Short: "One Service's path on this node rule by rule, or one pod as the runtime has it",
 		Long: `Explain what this node does with one object, hop by hop, against what the
 Kubernetes API says, and what to fix. Only reads.
 
 Exit code: 0 the path works, 1 it is broken on this node, 2 node-doctor
 could not explain it (bad name, no cluster access, no rules to read).`,
 	}
-	cmd.AddCommand(newExplainServiceCommand(g))
+	cmd.AddCommand(newExplainServiceCommand(g), newExplainPodCommand(g))
 	return cmd
 }
 
@@ -103,11 +103,11 @@ or CAP_NET_ADMIN to read the rules.`,
 			out := cmd.OutOrStdout()
 			switch output {
 			case "json":
-				err = report.WriteValueJSON(out, path)
+				err = explain.WriteJSON(out, path)
 			case "yaml":
-				err = report.WriteValueYAML(out, path)
+				err = explain.WriteYAML(out, path)
 			default:
-				err = report.WriteServicePath(out, path, useColor(color, out))
+				err = explain.WriteServicePath(out, path, useColor(color, out))
 			}
 			if err != nil {
 				return fail(fmt.Errorf("write: %w", err))

@@ -352,7 +352,7 @@ func (v *ruleView) walk(d *DesiredPort, v6 bool, disc []Discrepancy) PortPath {
 	if pp.Endpoints == nil {
 		pp.Endpoints = []string{}
 	}
-	w := &walker{d: d, pp: &pp, wanted: map[string]bool{}, endpoints: map[string]bool{}, seen: map[string]bool{}}
+	w := &walker{d: d, pp: &pp, wanted: map[string]bool{}, endpoints: map[string]bool{}, seen: map[string]bool{}, reached: map[string]bool{}}
 	ch := ChainsFor(v.mode, d)
 	for _, c := range ch.All {
 		w.wanted[c] = true
@@ -402,10 +402,33 @@ type walker struct {
 	endpoints map[string]bool // "ip:port" it may DNAT to
 	seen      map[string]bool
 	queue     []string
+	// reached holds the chains some rule or map element sends packets to.
+	reached map[string]bool
 }
 
 func (w *walker) hop(status, where, rule, note string) {
 	w.pp.Hops = append(w.pp.Hops, Hop{Status: status, Where: where, Rule: rule, Note: note})
+}
+
+// reach follows a chain a rule sends packets to.
+func (w *walker) reach(chain string) {
+	w.reached[chain] = true
+	w.follow(chain)
+}
+
+// unreached notes the hops of per-service chains nothing sends packets to.
+func (w *walker) unreached(prefix string) {
+	for i := range w.pp.Hops {
+		h := &w.pp.Hops[i]
+		chain, ok := strings.CutPrefix(h.Where, prefix)
+		if !ok || w.reached[chain] || !(isIPTServiceChain(chain) || strings.Contains(chain, "/")) {
+			continue
+		}
+		if h.Note != "" {
+			h.Note += "; "
+		}
+		h.Note += "nothing jumps to this chain"
+	}
 }
 
 func (w *walker) follow(chain string) {
@@ -450,11 +473,11 @@ func (w *walker) iptables(r *iptRules) {
 		case matches(x, d.ClusterIP):
 			st, note := w.entryStatus(x.Target, true)
 			w.hop(st, "nat KUBE-SERVICES", x.Line, note)
-			w.follow(x.Target)
+			w.reach(x.Target)
 		case external[stripHostMask(x.Dest)] && x.DPort == port && strings.ToLower(x.Proto) == proto:
 			st, note := w.entryStatus(x.Target, false)
 			w.hop(st, "nat KUBE-SERVICES", x.Line, note)
-			w.follow(x.Target)
+			w.reach(x.Target)
 		}
 	}
 	if d.NodePort > 0 {
@@ -463,7 +486,7 @@ func (w *walker) iptables(r *iptRules) {
 			if x.DPort == np && strings.ToLower(x.Proto) == proto {
 				st, note := w.entryStatus(x.Target, false)
 				w.hop(st, "nat KUBE-NODEPORTS", x.Line, note)
-				w.follow(x.Target)
+				w.reach(x.Target)
 			}
 		}
 	}
@@ -532,10 +555,11 @@ func (w *walker) iptables(r *iptRules) {
 			}
 			w.hop(st, "nat "+chain, x.Line, note)
 			if isIPTServiceChain(x.Target) {
-				w.follow(x.Target)
+				w.reach(x.Target)
 			}
 		}
 	}
+	w.unreached("nat ")
 }
 
 // ownsIPT says a per-service chain belongs to this port: by name, or by the
@@ -610,7 +634,7 @@ func (w *walker) nftables(t *NFTTable) {
 			}
 			st, note := w.entryStatus(e.Target, isCIP)
 			w.hop(st, "map "+name, elem(e), note)
-			w.follow(e.Target)
+			w.reach(e.Target)
 		}
 	}
 	if m := t.Maps["service-nodeports"]; m != nil && d.NodePort > 0 {
@@ -618,7 +642,7 @@ func (w *walker) nftables(t *NFTTable) {
 			if len(e.Key) == 2 && strings.ToLower(e.Key[0]) == proto && e.Key[1] == strconv.Itoa(int(d.NodePort)) {
 				st, note := w.entryStatus(e.Target, false)
 				w.hop(st, "map service-nodeports", elem(e), note)
-				w.follow(e.Target)
+				w.reach(e.Target)
 			}
 		}
 	}
@@ -649,7 +673,7 @@ func (w *walker) nftables(t *NFTTable) {
 				st, note = HopStale, "to an endpoint the API no longer has"
 			}
 			w.hop(st, "chain "+name, "jump "+j, note)
-			w.follow(j)
+			w.reach(j)
 		}
 		for _, dst := range c.DNAT {
 			st, note := HopOK, "DNAT to "+dst
@@ -659,6 +683,7 @@ func (w *walker) nftables(t *NFTTable) {
 			w.hop(st, "chain "+name, "dnat to "+dst, note)
 		}
 	}
+	w.unreached("chain ")
 }
 
 // ownsNFT says an nftables chain is this port's (same namespace, name,

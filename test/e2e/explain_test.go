@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/node-doctor/node-doctor/pkg/cri"
 	"github.com/node-doctor/node-doctor/pkg/netcheck"
 )
 
@@ -102,5 +103,81 @@ func (a dpAgent) explainBroken(ctx context.Context, t *testing.T, ref, reason, s
 	}
 	if !strings.Contains(strings.Join(reasons, ","), reason) || !hop {
 		t.Errorf("explain %s: want %s and a %s hop with %q; got %v: %+v", ref, reason, status, what, reasons, p.Ports)
+	}
+}
+
+// explainPod runs `node-doctor explain pod` against a runtime alone and
+// returns the JSON and the exit code.
+func explainPod(ctx context.Context, t *testing.T, bin, endpoint, pod string) (*cri.PodExplanation, int) {
+	t.Helper()
+	run := func(format string) ([]byte, int) {
+		cmd := exec.CommandContext(ctx, bin, "explain", "pod", pod, "-o", format, "--color", "never", "--runtime-endpoint", endpoint)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+			return stdout.Bytes(), 0
+		case errors.As(err, &ee) && ee.ExitCode() <= 2:
+			return append(stdout.Bytes(), stderr.Bytes()...), ee.ExitCode()
+		}
+		t.Fatalf("node-doctor explain pod %s: %v\n%s", pod, err, stderr.String())
+		return nil, 0
+	}
+	out, code := run("json")
+	if code == 2 {
+		return nil, code
+	}
+	var p cri.PodExplanation
+	if err := json.Unmarshal(out, &p); err != nil {
+		t.Fatalf("explain pod json: %v\n%s", err, out)
+	}
+	table, tcode := run("table")
+	if tcode != code {
+		t.Errorf("explain pod %s: table exit %d, json exit %d", pod, tcode, code)
+	}
+	t.Logf("node-doctor explain pod %s (exit %d):\n%s", pod, code, table)
+	return &p, code
+}
+
+// explainPods checks explain pod on TestCriRealContainerd's pods: the crash
+// loop, the OOM-killed hog and the healthy one.
+func explainPods(ctx context.Context, t *testing.T, bin, endpoint string) {
+	hasFinding := func(p *cri.PodExplanation, reason string) bool {
+		for _, f := range p.Findings {
+			if f.Reason == reason {
+				return true
+			}
+		}
+		return false
+	}
+	p, code := explainPod(ctx, t, bin, endpoint, criNamespace+"/crash")
+	if p == nil || code != 1 || len(p.Sandboxes) != 1 || !hasFinding(p, "CrashLoop") {
+		t.Fatalf("explain crash: exit %d: %+v", code, p)
+	}
+	sb := p.Sandboxes[0]
+	if sb.State != "READY" || sb.IP == "" {
+		t.Errorf("crash sandbox: %+v", sb)
+	}
+	if c := sb.Containers[0]; c.Name != "app" || c.State != "EXITED" || c.ExitCode != 1 || c.Attempt != 2 || !strings.Contains(c.LastLines, "invalid number 'a'") {
+		t.Errorf("crash newest container: %+v", c)
+	}
+	p, code = explainPod(ctx, t, bin, endpoint, criNamespace+"/oom")
+	if p == nil || code != 1 || !hasFinding(p, "OOMKilled") {
+		t.Fatalf("explain oom: exit %d: %+v", code, p)
+	}
+	if c := p.Sandboxes[0].Containers[0]; c.Name != "hog" || !c.OOMKilled || c.Reason != "OOMKilled" {
+		t.Errorf("oom container: %+v", c)
+	}
+	p, code = explainPod(ctx, t, bin, endpoint, criNamespace+"/healthy")
+	if p == nil || code != 0 {
+		t.Fatalf("explain healthy: exit %d: %+v", code, p)
+	}
+	if c := p.Sandboxes[0].Containers[0]; c.State != "RUNNING" || c.Started.IsZero() {
+		t.Errorf("healthy container: %+v", c)
+	}
+	if _, code := explainPod(ctx, t, bin, endpoint, criNamespace+"/no-such-pod"); code != 2 {
+		t.Errorf("explain of a pod not on the node: exit %d, want 2", code)
 	}
 }
