@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -85,6 +86,7 @@ what is broken with what to do about it, and only reads.
 
   node-doctor check        one-shot report on the terminal (or -o json|yaml)
   node-doctor run          the agent: checks on intervals, /metrics, /healthz, /readyz
+  node-doctor explain      one Service's path (rule by rule, against the API) or one pod on this node
   node-doctor version      print the version
 
 Exit codes of check: 0 healthy, 1 problems found or a check could not run,
@@ -106,7 +108,7 @@ Exit codes of check: 0 healthy, 1 problems found or a check could not run,
 	pf.StringSliceVar(&g.skip, "skip", nil, "do not run these checks (comma-separated names)")
 	pf.StringVar(&g.runtimeEndpoint, "runtime-endpoint", "", "CRI runtime endpoint (unix:///run/containerd/containerd.sock); default: like crictl, $CONTAINER_RUNTIME_ENDPOINT, then /etc/crictl.yaml, then the containerd, CRI-O and cri-dockerd sockets, all under --host-root")
 	pf.StringVar(&g.imageEndpoint, "image-endpoint", "", "CRI image endpoint; default: $IMAGE_SERVICE_ENDPOINT, /etc/crictl.yaml, then the runtime endpoint")
-	root.AddCommand(newCheckCommand(g), newRunCommand(g), newVersionCommand())
+	root.AddCommand(newCheckCommand(g), newRunCommand(g), newExplainCommand(g), newVersionCommand())
 	return root
 }
 
@@ -118,9 +120,14 @@ type setup struct {
 	log  *slog.Logger
 	// criMetrics describe the runtime and every CRI call.
 	criMetrics *cri.Metrics
+	// criClient and criSource are the runtime the checks read.
+	criClient *cri.Client
+	criSource *cri.Source
 	// informers are the process's shared Services/EndpointSlices/Node
 	// informers, connected once a cluster is known.
 	informers *kube.Informers
+	// hostFS is the node's filesystem under the host root.
+	hostFS fs.FS
 	// noKube, when set, turns reporting to Kubernetes off and says why.
 	noKube error
 }
@@ -190,7 +197,8 @@ func (g *globals) setup(flags *pflag.FlagSet, stderr io.Writer) (*setup, error) 
 		return fail(err)
 	}
 	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
-	return &setup{cfg: cfg, all: defs, defs: selected, log: log, criMetrics: criMetrics, informers: informers}, nil
+	return &setup{cfg: cfg, all: defs, defs: selected, log: log, criMetrics: criMetrics, criClient: criClient, criSource: criSource,
+		informers: informers, hostFS: hostFS.FS}, nil
 }
 
 func newLogger(w io.Writer, level, format string) *slog.Logger {
