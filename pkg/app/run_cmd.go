@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -35,6 +38,8 @@ type runFlags struct {
 	heartbeat                            optDuration
 	kube                                 kubeFlags
 	npd                                  npdFlags
+	// configPoll is how often the config file is read for changes.
+	configPoll time.Duration
 }
 
 func (f *runFlags) override(c *config.Config) error {
@@ -64,9 +69,23 @@ With a cluster (--kubeconfig, or in-cluster config in a pod), findings also
 become the node conditions node-doctor owns and Events on the Node or Pod.
 Without one, reporting to Kubernetes is off (said once in the log).
 
+With --config, the file is read again on SIGHUP and when its content
+changes (checked every --config-poll-interval; a ConfigMap update is seen
+within that of the kubelet's writing it): check settings, intervals, which
+checks are enabled and the log level apply at once; a file that does not
+load is logged and the running config stays. Settings read once at start
+(hostRoot, metricsAddress, kubeconfig, ...) need a restart.
+
 Stops cleanly on SIGINT or SIGTERM.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// From the start: SIGHUP's default would end the process.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			if rf.configPoll < 0 {
+				return &exitError{ExitFailure, fmt.Errorf("--config-poll-interval %s must not be negative", rf.configPoll)}
+			}
 			s, err := g.setup(&rf, cmd.ErrOrStderr())
 			if err != nil {
 				return err
@@ -100,6 +119,7 @@ Stops cleanly on SIGINT or SIGTERM.`,
 				return nil
 			})
 			eg.Go(func() error { return runner.Run(ctx) })
+			eg.Go(func() error { return newReloader(g, &rf, s, m, runner, k).run(ctx, hup, rf.configPoll) })
 			eg.Go(func() error { return srv.Serve(ctx) })
 			if k != nil {
 				eg.Go(func() error { return k.conditions.Run(ctx) })
@@ -117,6 +137,7 @@ Stops cleanly on SIGINT or SIGTERM.`,
 	stringFlag(f, &rf.kubeconfig, "kubeconfig", "", "kubeconfig to report node conditions and Events with (default: in-cluster config when in a pod; none: no reporting)")
 	stringFlag(f, &rf.nodeName, "node-name", "", "this node's name in Kubernetes (default: $NODE_NAME, then the hostname)")
 	durationFlag(f, &rf.heartbeat, "condition-heartbeat", 5*time.Minute, "how often unchanged node conditions are rewritten (10s to 1h)")
+	f.DurationVar(&rf.configPoll, "config-poll-interval", 5*time.Second, "how often the --config file is read for changes, which are then applied (0: only on SIGHUP)")
 	f.Float32Var(&kf.qps, "kube-api-qps", 5, "queries per second to the Kubernetes API server")
 	f.IntVar(&kf.burst, "kube-api-burst", 10, "burst of queries to the Kubernetes API server")
 	f.Float64Var(&kf.eventsQPS, "events-qps", 1, "Events written per second at most (burst 20); more wait in a bounded queue")
