@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -36,6 +35,7 @@ could not explain it (bad name, no cluster access, no rules to read).`,
 
 func newExplainServiceCommand(g *globals) *cobra.Command {
 	var output, color string
+	var kf checkFlags
 	cmd := &cobra.Command{
 		Use:   "service NAMESPACE/NAME[:PORT]",
 		Short: "kube-proxy's rules on this node for one Service, hop by hop",
@@ -65,7 +65,7 @@ or CAP_NET_ADMIN to read the rules.`,
 			if err != nil {
 				return fail(err)
 			}
-			s, err := g.setup(cmd.Flags(), cmd.ErrOrStderr())
+			s, err := g.setup(&kf, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -121,8 +121,8 @@ or CAP_NET_ADMIN to read the rules.`,
 	f := cmd.Flags()
 	f.StringVarP(&output, "output", "o", "table", "output format: table, json or yaml")
 	f.StringVar(&color, "color", "auto", "colour the table: auto (only on a terminal, and not when NO_COLOR is set), always or never")
-	f.String("kubeconfig", "", "kubeconfig to read the Service, its EndpointSlices and this Node with (default: in-cluster config when in a pod)")
-	f.String("node-name", "", "this node's name in Kubernetes, for topology hints and Local traffic policies (default: $NODE_NAME, then the hostname)")
+	stringFlag(f, &kf.kubeconfig, "kubeconfig", "", "kubeconfig to read the Service, its EndpointSlices and this Node with (default: in-cluster config when in a pod)")
+	stringFlag(f, &kf.nodeName, "node-name", "", "this node's name in Kubernetes, for topology hints and Local traffic policies (default: $NODE_NAME, then the hostname)")
 	return cmd
 }
 
@@ -155,22 +155,17 @@ func parseServiceRef(ref string) (ns, name, port string, err error) {
 
 // explainClient is a client for a few reads, and the node's name.
 func explainClient(s *setup) (kubernetes.Interface, string, error) {
-	rc, err := kube.RESTConfig(kube.ClientOptions{Kubeconfig: s.cfg.Kubeconfig, QPS: 20, Burst: 40, UserAgent: "node-doctor/" + versionString()})
+	c, err := kube.Connect(kube.ConnectOptions{
+		ClientOptions: kube.ClientOptions{Kubeconfig: s.cfg.Kubeconfig, QPS: 20, Burst: 40, UserAgent: "node-doctor/" + versionString()},
+		NodeName:      s.cfg.NodeName,
+	})
 	if errors.Is(err, kube.ErrNoCluster) {
 		return nil, "", fmt.Errorf("explain reads the Service from the API: %w", err)
 	}
 	if err != nil {
 		return nil, "", err
 	}
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, "", fmt.Errorf("kube: client: %w", err)
-	}
-	node, err := kube.NodeName(s.cfg.NodeName, os.Getenv, os.Hostname)
-	if err != nil {
-		return nil, "", err
-	}
-	return cs, node, nil
+	return c.Client, c.Node, nil
 }
 
 // kubeProxySettings are the kube-proxy-rules check's settings from the

@@ -17,6 +17,7 @@ import (
 
 func newExplainPodCommand(g *globals) *cobra.Command {
 	var output, color string
+	var kf checkFlags
 	cmd := &cobra.Command{
 		Use:   "pod NAMESPACE/NAME",
 		Short: "One pod on this node as the runtime has it: sandbox, containers, last log lines, findings",
@@ -42,14 +43,14 @@ being deleted or replaced, as they do in 'check'.`,
 			if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
 				return fail(fmt.Errorf("%q is not NAMESPACE/NAME", args[0]))
 			}
-			s, err := g.setup(cmd.Flags(), cmd.ErrOrStderr())
+			s, err := g.setup(&kf, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
 			defer cancel()
 			node, nodeErr := kube.NodeName(s.cfg.NodeName, os.Getenv, os.Hostname)
-			stop := connectOnce(ctx, s, node, nodeErr)
+			stop := connectOnce(ctx, s)
 			var defs []*check.Definition
 			for _, d := range s.defs {
 				if d.Area == cri.Area || d.Area == "kernel" {
@@ -94,7 +95,7 @@ being deleted or replaced, as they do in 'check'.`,
 	f := cmd.Flags()
 	f.StringVarP(&output, "output", "o", "table", "output format: table, json or yaml")
 	f.StringVar(&color, "color", "auto", "colour the table: auto (only on a terminal, and not when NO_COLOR is set), always or never")
-	f.String("kubeconfig", "", "kubeconfig to read this node's pods with, only reading (default: in-cluster config when in a pod; none: the runtime alone)")
-	f.String("node-name", "", "this node's name in Kubernetes (default: $NODE_NAME, then the hostname)")
+	stringFlag(f, &kf.kubeconfig, "kubeconfig", "", "kubeconfig to read this node's pods with, only reading (default: in-cluster config when in a pod; none: the runtime alone)")
+	stringFlag(f, &kf.nodeName, "node-name", "", "this node's name in Kubernetes (default: $NODE_NAME, then the hostname)")
 	return cmd
 }
