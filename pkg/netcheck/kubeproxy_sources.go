@@ -141,11 +141,15 @@ func legacyTableLoaded(ipv6 bool, table string) bool {
 }
 
 // ExecNFT runs nft -j.
-type ExecNFT struct{}
+type ExecNFT struct {
+	// Prefix runs nft through another command (tests: ip netns exec NS).
+	Prefix []string
+}
 
 // ListTable runs `nft -j list table FAMILY TABLE`, streaming into the parser.
-func (ExecNFT) ListTable(ctx context.Context, family, table string, into *NFTTable) (bool, error) {
-	cmd := readerCommand(ctx, "nft", "-j", "list", "table", family, table)
+func (e ExecNFT) ListTable(ctx context.Context, family, table string, into *NFTTable) (bool, error) {
+	args := append(append([]string{}, e.Prefix...), "nft", "-j", "list", "table", family, table)
+	cmd := readerCommand(ctx, args[0], args[1:]...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
