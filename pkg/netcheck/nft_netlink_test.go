@@ -111,3 +111,65 @@ func TestCompareUnknownIsNotAFinding(t *testing.T) {
 		t.Fatalf("with an unknown rule: %d verified, %+v", verified, disc)
 	}
 }
+
+// The fuzz targets check that no input panics and that what a decoder
+// returns is bounded by its input (nothing is allocated from a length field).
+
+func FuzzDecodeNFTRule(f *testing.F) {
+	f.Add(inlineDNATRule("svc"))
+	f.Add(inlineDNATRule("svc", nftExpr("frobnicate", nlAttr(1, be32(7)))))
+	lookup := nftExpr("lookup", nlAttr(unix.NFTA_LOOKUP_SET, []byte("__map0\x00")), nlAttr(unix.NFTA_LOOKUP_SREG, be32(1)), nlAttr(unix.NFTA_LOOKUP_DREG, be32(1)))
+	nat := nftExpr("nat", nlAttr(unix.NFTA_NAT_TYPE, be32(unix.NFT_NAT_DNAT)), nlAttr(unix.NFTA_NAT_FAMILY, be32(unix.NFPROTO_IPV6)), nlAttr(unix.NFTA_NAT_REG_ADDR_MIN, be32(1)))
+	f.Add(nftMsg(unix.NFPROTO_IPV6, nlAttr(unix.NFTA_RULE_CHAIN, []byte("svc\x00")), nlNest(unix.NFTA_RULE_EXPRESSIONS, lookup, nat)))
+	anon := func(string) [][]string { return [][]string{{"10.0.0.1", "80"}, {"10.0.0.2"}} }
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := DecodeNFTRule(b, anon)
+		if err != nil {
+			return
+		}
+		if len(r.Chain) > len(b) || len(r.DNAT)+len(r.Jumps) > len(b) {
+			t.Fatalf("%d bytes gave %d DNAT, %d jumps", len(b), len(r.DNAT), len(r.Jumps))
+		}
+		if r.Unknown != nil && len(r.Unknown.Raw) > 2*nftRawMax+3 {
+			t.Fatalf("raw form of %d bytes", len(r.Unknown.Raw))
+		}
+	})
+}
+
+func FuzzDecodeNFTSetElems(f *testing.F) {
+	key := nlNest(unix.NFTA_SET_ELEM_KEY, nlAttr(unix.NFTA_DATA_VALUE, []byte{10, 96, 0, 1, 6, 0, 0, 0, 1, 187, 0, 0}))
+	data := nlNest(unix.NFTA_SET_ELEM_DATA, nlNest(unix.NFTA_DATA_VERDICT, nlAttr(unix.NFTA_VERDICT_CODE, be32(uint32(0xfffffffc))), nlAttr(unix.NFTA_VERDICT_CHAIN, []byte("service-x\x00"))))
+	comment := nlAttr(unix.NFTA_SET_ELEM_USERDATA, append([]byte{0, 14}, "default/k:443\x00"...))
+	f.Add(nftMsg(unix.NFPROTO_IPV4, nlNest(unix.NFTA_SET_ELEM_LIST_ELEMENTS, nlNest(unix.NFTA_LIST_ELEM, key, data, comment))), uint32(7<<12|12<<6|13), uint32(nftDataVerdict), uint32(unix.NFT_SET_MAP))
+	f.Fuzz(func(t *testing.T, b []byte, keyType, dataType, flags uint32) {
+		s := nftSet{Name: "m", Flags: flags, KeyType: keyType, DataType: dataType}
+		els, unk, err := DecodeNFTSetElems(s, b)
+		if err != nil {
+			return
+		}
+		if len(els)+len(unk) > len(b) {
+			t.Fatalf("%d bytes gave %d elements", len(b), len(els)+len(unk))
+		}
+		for _, e := range els {
+			if len(e.Key) > 6 || len(e.Data) > 6 {
+				t.Fatalf("element of %d parts", len(e.Key))
+			}
+		}
+	})
+}
+
+func FuzzDecodeNFTSet(f *testing.F) {
+	f.Add(nftMsg(unix.NFPROTO_IPV4, nlAttr(unix.NFTA_SET_NAME, []byte("service-ips\x00")), nlAttr(unix.NFTA_SET_FLAGS, be32(unix.NFT_SET_MAP)),
+		nlAttr(unix.NFTA_SET_KEY_TYPE, be32(7<<12|12<<6|13)), nlAttr(unix.NFTA_SET_DATA_TYPE, be32(nftDataVerdict))))
+	f.Add(nftMsg(unix.NFPROTO_IPV4, nlAttr(unix.NFTA_CHAIN_NAME, []byte("services\x00"))))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := DecodeNFTSet(b)
+		if err == nil && len(s.Name) > len(b) {
+			t.Fatal("name longer than the message")
+		}
+		name, err := DecodeNFTChain(b)
+		if err == nil && len(name) > len(b) {
+			t.Fatal("name longer than the message")
+		}
+	})
+}
