@@ -61,20 +61,28 @@ func (n NetlinkNFT) ListTable(ctx context.Context, family, table string, into *N
 	if !ok {
 		return false, fmt.Errorf("nftables netlink: unknown family %q", family)
 	}
-	s, err := nl.GetNetlinkSocketAt(n.NS, netns.None(), unix.NETLINK_NETFILTER)
+	open := func() (*nftReader, error) {
+		s, err := nl.GetNetlinkSocketAt(n.NS, netns.None(), unix.NETLINK_NETFILTER)
+		if err != nil {
+			return nil, fmt.Errorf("nftables netlink: open socket: %w", err)
+		}
+		d := 30 * time.Second
+		if dl, ok := ctx.Deadline(); ok {
+			d = max(time.Until(dl), time.Millisecond)
+		}
+		tv := unix.NsecToTimeval(d.Nanoseconds())
+		if err := errors.Join(s.SetReceiveTimeout(&tv), s.SetSendTimeout(&tv)); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("nftables netlink: set timeout: %w", err)
+		}
+		return &nftReader{s: s, fam: fam, table: table, ctx: ctx}, nil
+	}
+	r, err := open()
 	if err != nil {
-		return false, fmt.Errorf("nftables netlink: open socket: %w", err)
+		return false, err
 	}
-	defer s.Close()
-	d := 30 * time.Second
-	if dl, ok := ctx.Deadline(); ok {
-		d = max(time.Until(dl), time.Millisecond)
-	}
-	tv := unix.NsecToTimeval(d.Nanoseconds())
-	if err := errors.Join(s.SetReceiveTimeout(&tv), s.SetSendTimeout(&tv)); err != nil {
-		return false, fmt.Errorf("nftables netlink: set timeout: %w", err)
-	}
-	r := &nftReader{s: s, fam: fam, table: table, ctx: ctx}
+	defer r.s.Close()
+	r.open = open
 	tattr := nl.NewRtAttr(unix.NFTA_TABLE_NAME, nl.ZeroTerminated(table))
 	if err := r.ask(unix.NFT_MSG_GETTABLE, unix.NLM_F_ACK, []*nl.RtAttr{tattr}, func([]byte) error { return nil }); err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -116,6 +124,8 @@ type nftReader struct {
 	ctx   context.Context
 	// intr is set when the kernel says a dump was interrupted by a change.
 	intr bool
+	// open gives another socket, for reading set elements in parallel.
+	open func() (*nftReader, error)
 }
 
 // gen returns the ruleset generation: a read is consistent when it is the
@@ -162,36 +172,27 @@ func (r *nftReader) read(t *NFTTable) error {
 	}
 	// Anonymous maps are what rules look up (numgen DNAT): keep their values.
 	anon := map[string][][]string{}
-	for _, s := range sets {
-		attrs := []*nl.RtAttr{nl.NewRtAttr(unix.NFTA_SET_ELEM_LIST_TABLE, nl.ZeroTerminated(r.table)),
-			nl.NewRtAttr(unix.NFTA_SET_ELEM_LIST_SET, nl.ZeroTerminated(s.Name))}
-		var m *NFTMap
-		if !s.anon() {
-			m = &NFTMap{Name: s.Name}
-			t.Maps[s.Name] = m
+	res, err := r.elements(sets)
+	if err != nil {
+		return err
+	}
+	for i, s := range sets {
+		for _, u := range res[i].unk {
+			t.Unknown = append(t.Unknown, NFTUnknown{Where: "map " + s.Name, Why: u.Why, Raw: u.Raw})
 		}
-		err := r.ask(unix.NFT_MSG_GETSETELEM, unix.NLM_F_DUMP, attrs, func(b []byte) error {
-			els, unk, err := DecodeNFTSetElems(s, b)
-			if err != nil {
-				return err
+		if s.anon() {
+			vals := make([][]string, 0, len(res[i].els))
+			for _, e := range res[i].els {
+				vals = append(vals, e.Data)
 			}
-			for _, u := range unk {
-				t.Unknown = append(t.Unknown, NFTUnknown{Where: "map " + s.Name, Why: u.Why, Raw: u.Raw})
-			}
-			if m != nil {
-				for _, e := range els {
-					m.Elements = append(m.Elements, e.NFTElement)
-				}
-				return nil
-			}
-			for _, e := range els {
-				anon[s.Name] = append(anon[s.Name], e.Data)
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("elements of %s: %w", s.Name, err)
+			anon[s.Name] = vals
+			continue
 		}
+		m := &NFTMap{Name: s.Name}
+		for _, e := range res[i].els {
+			m.Elements = append(m.Elements, e.NFTElement)
+		}
+		t.Maps[s.Name] = m
 	}
 	err = r.ask(unix.NFT_MSG_GETRULE, unix.NLM_F_DUMP, tab(unix.NFTA_RULE_TABLE), func(b []byte) error {
 		rule, err := DecodeNFTRule(b, func(name string) [][]string { return anon[name] })
@@ -214,6 +215,75 @@ func (r *nftReader) read(t *NFTTable) error {
 	}
 	return nil
 }
+
+type nftSetElems struct {
+	els []nftElem
+	unk []NFTUnknown
+}
+
+// nftElemWorkers bounds the sockets reading set elements at once: the
+// kernel finds each set by walking the table's list of sets, so at 10,000
+// Services (one anonymous map each) the dumps are CPU-bound in the kernel.
+const nftElemWorkers = 2
+
+// elements dumps the elements of each set, one dump per set as nft does.
+func (r *nftReader) elements(sets []nftSet) ([]nftSetElems, error) {
+	res := make([]nftSetElems, len(sets))
+	next := make(chan int)
+	errs := make(chan error, nftElemWorkers)
+	for w := 0; w < nftElemWorkers; w++ {
+		go func() {
+			rd := r
+			if w > 0 {
+				var err error
+				if rd, err = r.open(); err != nil {
+					for range next {
+					}
+					errs <- err
+					return
+				}
+				defer rd.s.Close()
+			}
+			var first error
+			for i := range next {
+				if first != nil {
+					continue
+				}
+				s := sets[i]
+				attrs := []*nl.RtAttr{nl.NewRtAttr(unix.NFTA_SET_ELEM_LIST_TABLE, nl.ZeroTerminated(r.table)),
+					nl.NewRtAttr(unix.NFTA_SET_ELEM_LIST_SET, nl.ZeroTerminated(s.Name))}
+				err := rd.ask(unix.NFT_MSG_GETSETELEM, unix.NLM_F_DUMP, attrs, func(b []byte) error {
+					els, unk, err := DecodeNFTSetElems(s, b)
+					res[i].els = append(res[i].els, els...)
+					res[i].unk = append(res[i].unk, unk...)
+					return err
+				})
+				if err != nil {
+					first = fmt.Errorf("elements of %s: %w", s.Name, err)
+				}
+			}
+			if w > 0 && rd.intr {
+				first = errors.Join(first, errNFTInterrupted)
+			}
+			errs <- first
+		}()
+	}
+	for i := range sets {
+		next <- i
+	}
+	close(next)
+	var all error
+	for range nftElemWorkers {
+		if err := <-errs; errors.Is(err, errNFTInterrupted) {
+			r.intr = true
+		} else if err != nil {
+			all = errors.Join(all, err)
+		}
+	}
+	return res, all
+}
+
+var errNFTInterrupted = errors.New("dump interrupted")
 
 // ask sends one request and hands each reply's payload (nfgenmsg and
 // attributes) to each as it arrives, so a dump is never held whole.

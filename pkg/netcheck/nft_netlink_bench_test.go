@@ -176,6 +176,15 @@ func BenchmarkPrivilegedNFTRead10k(b *testing.B) {
 			}
 		})
 	}
+	b.Run("nft-alone", func(b *testing.B) { // the yardstick: nft -j to /dev/null
+		for b.Loop() {
+			cmd := exec.Command("ip", "netns", "exec", name, "nft", "-j", "list", "table", "ip", "kube-proxy")
+			cmd.Stdout = io.Discard
+			if err := cmd.Run(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 // TestPrivilegedNFTNetlinkScale is the differential test at 1,000 Services:
