@@ -41,8 +41,8 @@ type IPTablesSaver interface {
 	Save(ctx context.Context, backend string, ipv6 bool, table string, into *IPTables) error
 }
 
-// NFTLister reads one nftables table as JSON, parsing into into as it
-// streams; ok is false when the table does not exist.
+// NFTLister reads one nftables table into into (over netlink, or nft -j
+// parsed as it streams); ok is false when the table does not exist.
 type NFTLister interface {
 	ListTable(ctx context.Context, family, table string, into *NFTTable) (ok bool, err error)
 }
