@@ -1,11 +1,19 @@
 package netcheck
 
 import (
+	"context"
 	"encoding/binary"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/node-doctor/node-doctor/pkg/check"
 )
 
 // nlAttr encodes one netlink attribute (native-endian header, padded).
@@ -172,4 +180,48 @@ func FuzzDecodeNFTSet(f *testing.F) {
 			t.Fatal("name longer than the message")
 		}
 	})
+}
+
+// editNFT lists a captured table and edits it, as a reader that met
+// something it could not decode would return it.
+type editNFT struct {
+	fakeNFT
+	edit func(*NFTTable)
+}
+
+func (e editNFT) ListTable(ctx context.Context, family, table string, into *NFTTable) (bool, error) {
+	ok, err := e.fakeNFT.ListTable(ctx, family, table, into)
+	if ok && err == nil {
+		e.edit(into)
+	}
+	return ok, err
+}
+
+// TestKubeProxyRulesUnknownRule: the check reports an undecoded rule as a
+// warning with its raw form and the port as unverifiable, never as broken.
+func TestKubeProxyRulesUnknownRule(t *testing.T) {
+	now := time.Date(2026, 11, 23, 16, 0, 0, 0, time.UTC)
+	svcs, eps := loadAPI(t, "api-nftables.json")
+	chain := "service-G72YLFXC-dp/web/tcp/http"
+	nft := editNFT{fakeNFT{"ip": readKP(t, "nft-ip-kube-proxy.json")}, func(t *NFTTable) {
+		t.Chains[chain].DNAT = t.Chains[chain].DNAT[:1]
+		t.Unknown = []NFTUnknown{{Where: "chain " + chain, Why: `expression "frobnicate"`, Raw: "0c000100"}}
+	}}
+	def := KubeProxyRules(KubeProxyDeps{Services: fakeLister{svcs: svcs, eps: eps}, NFT: nft,
+		KubeProxy: fakeKP{mode: "nftables", sync: settledSync(now.Add(-time.Minute))}, Clock: clocktesting.NewFakeClock(now)})
+	f, err := runDef(t, def)
+	if err != nil || !slices.Equal(findingReasons(f), []string{"RulesMatchAPI", "RulesNotUnderstood"}) {
+		t.Fatalf("%v %v", err, findingReasons(f))
+	}
+	if w := f[1]; w.Severity != check.SeverityWarning || !strings.Contains(w.Details["example"], "0c000100") || w.Details["service_ports_unverifiable"] != "1" {
+		t.Fatalf("%+v", w)
+	}
+	want := `
+# HELP node_doctor_kubeproxy_unknown_rules kube-proxy rules and map elements the netlink reader could not decode in the last verification; the service ports depending on them count as unverifiable.
+# TYPE node_doctor_kubeproxy_unknown_rules gauge
+node_doctor_kubeproxy_unknown_rules 1
+`
+	if err := testutil.CollectAndCompare(def.Check.(prometheus.Collector), strings.NewReader(want), "node_doctor_kubeproxy_unknown_rules"); err != nil {
+		t.Fatal(err)
+	}
 }
