@@ -25,16 +25,16 @@ type NetlinkNFT struct {
 	NS netns.NsHandle
 }
 
-// nftSet is what the decoder needs of one set or map.
-type nftSet struct {
+// NFTSetInfo is what the decoder needs of one set or map.
+type NFTSetInfo struct {
 	Name             string
 	Flags            uint32
 	KeyType, KeyLen  uint32
 	DataType, DataLn uint32
 }
 
-func (s nftSet) isMap() bool { return s.Flags&unix.NFT_SET_MAP != 0 }
-func (s nftSet) anon() bool  { return s.Flags&unix.NFT_SET_ANONYMOUS != 0 }
+func (s NFTSetInfo) isMap() bool { return s.Flags&unix.NFT_SET_MAP != 0 }
+func (s NFTSetInfo) anon() bool  { return s.Flags&unix.NFT_SET_ANONYMOUS != 0 }
 
 // NFTUnknown is a rule or element the native reader could not decode, kept
 // with its raw netlink form so it is reported, never compared.
@@ -159,7 +159,7 @@ func (r *nftReader) read(t *NFTTable) error {
 	if err != nil {
 		return fmt.Errorf("chains: %w", err)
 	}
-	var sets []nftSet
+	var sets []NFTSetInfo
 	err = r.ask(unix.NFT_MSG_GETSET, unix.NLM_F_DUMP, tab(unix.NFTA_SET_TABLE), func(b []byte) error {
 		s, err := DecodeNFTSet(b)
 		if err == nil && s.isMap() {
@@ -217,7 +217,7 @@ func (r *nftReader) read(t *NFTTable) error {
 }
 
 type nftSetElems struct {
-	els []nftElem
+	els []NFTSetElem
 	unk []NFTUnknown
 }
 
@@ -227,7 +227,7 @@ type nftSetElems struct {
 const nftElemWorkers = 2
 
 // elements dumps the elements of each set, one dump per set as nft does.
-func (r *nftReader) elements(sets []nftSet) ([]nftSetElems, error) {
+func (r *nftReader) elements(sets []NFTSetInfo) ([]nftSetElems, error) {
 	res := make([]nftSetElems, len(sets))
 	next := make(chan int)
 	errs := make(chan error, nftElemWorkers)
@@ -416,8 +416,8 @@ func DecodeNFTChain(b []byte) (string, error) {
 }
 
 // DecodeNFTSet decodes one NFT_MSG_NEWSET payload.
-func DecodeNFTSet(b []byte) (nftSet, error) {
-	var s nftSet
+func DecodeNFTSet(b []byte) (NFTSetInfo, error) {
+	var s NFTSetInfo
 	it, err := nftAttrs(b)
 	if err != nil {
 		return s, err
@@ -533,21 +533,21 @@ func inetProtoName(p uint8) string {
 	return strconv.Itoa(int(p))
 }
 
-// nftElem is one decoded element: an NFTElement of a named map, or the
+// NFTSetElem is one decoded element: an NFTElement of a named map, or the
 // data parts of an anonymous map's element.
-type nftElem struct {
+type NFTSetElem struct {
 	NFTElement
 	Data []string
 }
 
 // DecodeNFTSetElems decodes one NFT_MSG_NEWSETELEM payload of set s.
 // Elements it cannot render are returned as unknown, not as elements.
-func DecodeNFTSetElems(s nftSet, b []byte) ([]nftElem, []NFTUnknown, error) {
+func DecodeNFTSetElems(s NFTSetInfo, b []byte) ([]NFTSetElem, []NFTUnknown, error) {
 	it, err := nftAttrs(b)
 	if err != nil {
 		return nil, nil, err
 	}
-	var out []nftElem
+	var out []NFTSetElem
 	var unk []NFTUnknown
 	for it.next() {
 		if it.typ != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
@@ -572,8 +572,8 @@ func DecodeNFTSetElems(s nftSet, b []byte) ([]nftElem, []NFTUnknown, error) {
 	return out, unk, it.err
 }
 
-func decodeNFTElem(s nftSet, b []byte) (nftElem, string) {
-	var e nftElem
+func decodeNFTElem(s NFTSetInfo, b []byte) (NFTSetElem, string) {
+	var e NFTSetElem
 	if s.Flags&unix.NFT_SET_INTERVAL != 0 {
 		return e, "interval map"
 	}

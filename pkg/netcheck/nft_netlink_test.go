@@ -80,7 +80,7 @@ func TestDecodeNFTRule(t *testing.T) {
 }
 
 func TestDecodeNFTSetElems(t *testing.T) {
-	s := nftSet{Name: "service-ips", Flags: unix.NFT_SET_MAP, KeyType: 7<<12 | 12<<6 | 13, KeyLen: 12, DataType: nftDataVerdict}
+	s := NFTSetInfo{Name: "service-ips", Flags: unix.NFT_SET_MAP, KeyType: 7<<12 | 12<<6 | 13, KeyLen: 12, DataType: nftDataVerdict}
 	key := nlNest(unix.NFTA_SET_ELEM_KEY, nlAttr(unix.NFTA_DATA_VALUE, []byte{10, 96, 0, 1, 6, 0, 0, 0, 1, 187, 0, 0}))
 	data := nlNest(unix.NFTA_SET_ELEM_DATA, nlNest(unix.NFTA_DATA_VERDICT, nlAttr(unix.NFTA_VERDICT_CODE, be32(uint32(0xfffffffc))), nlAttr(unix.NFTA_VERDICT_CHAIN, []byte("service-x\x00"))))
 	comment := nlAttr(unix.NFTA_SET_ELEM_USERDATA, append([]byte{0, 14}, "default/k:443\x00"...))
@@ -150,7 +150,7 @@ func FuzzDecodeNFTSetElems(f *testing.F) {
 	comment := nlAttr(unix.NFTA_SET_ELEM_USERDATA, append([]byte{0, 14}, "default/k:443\x00"...))
 	f.Add(nftMsg(unix.NFPROTO_IPV4, nlNest(unix.NFTA_SET_ELEM_LIST_ELEMENTS, nlNest(unix.NFTA_LIST_ELEM, key, data, comment))), uint32(7<<12|12<<6|13), uint32(nftDataVerdict), uint32(unix.NFT_SET_MAP))
 	f.Fuzz(func(t *testing.T, b []byte, keyType, dataType, flags uint32) {
-		s := nftSet{Name: "m", Flags: flags, KeyType: keyType, DataType: dataType}
+		s := NFTSetInfo{Name: "m", Flags: flags, KeyType: keyType, DataType: dataType}
 		els, unk, err := DecodeNFTSetElems(s, b)
 		if err != nil {
 			return
