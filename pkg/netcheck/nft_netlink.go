@@ -126,6 +126,7 @@ type nftReader struct {
 	intr bool
 	// open gives another socket, for reading set elements in parallel.
 	open func() (*nftReader, error)
+	pid  uint32 // the socket's netlink port id
 }
 
 // gen returns the ruleset generation: a read is consistent when it is the
@@ -300,10 +301,14 @@ func (r *nftReader) ask(msg int, flags int, attrs []*nl.RtAttr, each func([]byte
 		return err
 	}
 	seq := req.Seq
-	pid, err := r.s.GetPid()
-	if err != nil {
-		return err
+	if r.pid == 0 {
+		pid, err := r.s.GetPid()
+		if err != nil {
+			return err
+		}
+		r.pid = pid
 	}
+	pid := r.pid
 	var perr error
 	for {
 		msgs, from, err := r.s.Receive()
