@@ -27,7 +27,7 @@ type NetlinkNFT struct {
 
 // NFTSetInfo is what the decoder needs of one set or map.
 type NFTSetInfo struct {
-	Name             string
+	Table, Name      string
 	Flags            uint32
 	KeyType, KeyLen  uint32
 	DataType, DataLn uint32
@@ -151,8 +151,10 @@ func (r *nftReader) gen() (uint32, error) {
 func (r *nftReader) read(t *NFTTable) error {
 	tab := func(typ int) []*nl.RtAttr { return []*nl.RtAttr{nl.NewRtAttr(typ, nl.ZeroTerminated(r.table))} }
 	err := r.ask(unix.NFT_MSG_GETCHAIN, unix.NLM_F_DUMP, tab(unix.NFTA_CHAIN_TABLE), func(b []byte) error {
-		name, err := DecodeNFTChain(b)
-		if err == nil && name != "" {
+		// The kernel does not filter a chain dump by table: every table of
+		// the family answers.
+		table, name, err := DecodeNFTChain(b)
+		if err == nil && name != "" && table == r.table {
 			t.chain(name)
 		}
 		return err
@@ -163,7 +165,7 @@ func (r *nftReader) read(t *NFTTable) error {
 	var sets []NFTSetInfo
 	err = r.ask(unix.NFT_MSG_GETSET, unix.NLM_F_DUMP, tab(unix.NFTA_SET_TABLE), func(b []byte) error {
 		s, err := DecodeNFTSet(b)
-		if err == nil && s.isMap() {
+		if err == nil && s.isMap() && s.Table == r.table {
 			sets = append(sets, s)
 		}
 		return err
@@ -197,7 +199,7 @@ func (r *nftReader) read(t *NFTTable) error {
 	}
 	err = r.ask(unix.NFT_MSG_GETRULE, unix.NLM_F_DUMP, tab(unix.NFTA_RULE_TABLE), func(b []byte) error {
 		rule, err := DecodeNFTRule(b, func(name string) [][]string { return anon[name] })
-		if err != nil {
+		if err != nil || rule.Table != r.table {
 			return err
 		}
 		c := t.chain(rule.Chain)
@@ -405,19 +407,22 @@ func attrU32(b []byte) uint32 {
 	return binary.BigEndian.Uint32(b)
 }
 
-// DecodeNFTChain returns the chain name of one NFT_MSG_NEWCHAIN payload.
-func DecodeNFTChain(b []byte) (string, error) {
+// DecodeNFTChain returns the table and chain name of one NFT_MSG_NEWCHAIN
+// payload.
+func DecodeNFTChain(b []byte) (table, name string, err error) {
 	it, err := nftAttrs(b)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	name := ""
 	for it.next() {
-		if it.typ == unix.NFTA_CHAIN_NAME {
+		switch it.typ {
+		case unix.NFTA_CHAIN_TABLE:
+			table = attrString(it.data)
+		case unix.NFTA_CHAIN_NAME:
 			name = attrString(it.data)
 		}
 	}
-	return name, it.err
+	return table, name, it.err
 }
 
 // DecodeNFTSet decodes one NFT_MSG_NEWSET payload.
@@ -429,6 +434,8 @@ func DecodeNFTSet(b []byte) (NFTSetInfo, error) {
 	}
 	for it.next() {
 		switch it.typ {
+		case unix.NFTA_SET_TABLE:
+			s.Table = attrString(it.data)
 		case unix.NFTA_SET_NAME:
 			s.Name = attrString(it.data)
 		case unix.NFTA_SET_FLAGS:
@@ -704,6 +711,7 @@ func nftComment(b []byte) string {
 
 // NFTRule is one decoded rule, reduced to what NFTChain holds.
 type NFTRule struct {
+	Table string
 	Chain string
 	DNAT  []string
 	Jumps []string
@@ -749,6 +757,8 @@ func DecodeNFTRule(b []byte, anon func(string) [][]string) (NFTRule, error) {
 	var exprs []byte
 	for it.next() {
 		switch it.typ {
+		case unix.NFTA_RULE_TABLE:
+			r.Table = attrString(it.data)
 		case unix.NFTA_RULE_CHAIN:
 			r.Chain = attrString(it.data)
 		case unix.NFTA_RULE_EXPRESSIONS:

@@ -104,6 +104,28 @@ func TestPrivilegedNFTNetlinkMatchesExec(t *testing.T) {
 	if e, n := readBoth(t, ns, "ip"); len(e.Chains) != 0 || len(n.Chains) != 0 {
 		t.Fatalf("no table: %d and %d chains", len(e.Chains), len(n.Chains))
 	}
+	// Other tables of the family, as iptables-nft and other programs make
+	// them: none of theirs may leak into kube-proxy's.
+	loadNFT(t, ns, `table ip filter {
+	chain INPUT {
+		type filter hook input priority filter; policy accept;
+		jump KUBE-FIREWALL
+	}
+	chain KUBE-FIREWALL {
+	}
+	map service-ips {
+		type ipv4_addr . inet_proto . inet_service : verdict
+		elements = { 10.96.0.99 . tcp . 80 : goto KUBE-FIREWALL }
+	}
+	chain services {
+		ip daddr 10.96.0.99 goto KUBE-FIREWALL
+	}
+}
+table ip6 kube-proxy {
+	chain services {
+	}
+}
+`)
 	loadNFT(t, ns, string(ruleset))
 	e, n := readBoth(t, ns, "ip")
 	diffNFT(t, "healthy", e, n)

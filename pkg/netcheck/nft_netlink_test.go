@@ -58,7 +58,7 @@ func inlineDNATRule(chain string, extra ...[]byte) []byte {
 
 func TestDecodeNFTRule(t *testing.T) {
 	r, err := DecodeNFTRule(inlineDNATRule("svc"), nil)
-	if err != nil || r.Chain != "svc" || !slices.Equal(r.DNAT, []string{"198.51.100.10:6443"}) || r.Unknown != nil {
+	if err != nil || r.Table != "kube-proxy" || r.Chain != "svc" || !slices.Equal(r.DNAT, []string{"198.51.100.10:6443"}) || r.Unknown != nil {
 		t.Fatalf("%v %+v", err, r)
 	}
 	jump := nftExpr("immediate", nlAttr(unix.NFTA_IMMEDIATE_DREG, be32(0)), nlNest(unix.NFTA_IMMEDIATE_DATA,
@@ -175,8 +175,8 @@ func FuzzDecodeNFTSet(f *testing.F) {
 		if err == nil && len(s.Name) > len(b) {
 			t.Fatal("name longer than the message")
 		}
-		name, err := DecodeNFTChain(b)
-		if err == nil && len(name) > len(b) {
+		table, name, err := DecodeNFTChain(b)
+		if err == nil && len(table)+len(name) > len(b) {
 			t.Fatal("name longer than the message")
 		}
 	})
