@@ -202,7 +202,7 @@ func (g *globals) buildSources(s *setup) {
 		Services:  informers,
 		Node:      informers,
 		IPTables:  netcheck.ExecIPTablesSaver{},
-		NFT:       netcheck.ExecNFT{},
+		NFT:       nftReader(s.cfg.DataplaneReader),
 		IPVS:      netcheck.MobyIPVS{},
 		HostFS:    s.hostFS,
 		Bridges:   netcheck.NetlinkBridges{NS: -1},
@@ -213,6 +213,14 @@ func (g *globals) buildSources(s *setup) {
 		Pods:      criSource,
 		APIPods:   informers,
 	}
+}
+
+// nftReader reads kube-proxy's nftables tables as dataplane.reader says.
+func nftReader(reader string) netcheck.NFTLister {
+	if reader == config.ReaderExec {
+		return netcheck.ExecNFT{}
+	}
+	return netcheck.NetlinkNFT{NS: -1}
 }
 
 // buildChecks builds every check on s.deps, applies the file's check

@@ -100,6 +100,7 @@ var restartOnly = []struct {
 	{"kubeconfig", func(c *config.Config) any { return c.Kubeconfig }, func(d, s *config.Config) { d.Kubeconfig = s.Kubeconfig }},
 	{"nodeName", func(c *config.Config) any { return c.NodeName }, func(d, s *config.Config) { d.NodeName = s.NodeName }},
 	{"conditionHeartbeat", func(c *config.Config) any { return c.ConditionHeartbeat }, func(d, s *config.Config) { d.ConditionHeartbeat = s.ConditionHeartbeat }},
+	{"dataplane.reader", func(c *config.Config) any { return c.DataplaneReader }, func(d, s *config.Config) { d.DataplaneReader = s.DataplaneReader }},
 }
 
 func (r *reloader) apply(ctx context.Context, log *slog.Logger) error {

@@ -44,13 +44,22 @@ type Config struct {
 	ConditionHeartbeat time.Duration
 	// Disabled holds checks turned off by the file.
 	Disabled map[string]bool
+	// DataplaneReader says how packet-filter state is read: "netlink"
+	// (native, no process) or "exec" (nft -j).
+	DataplaneReader string
 }
+
+// Data-plane readers.
+const (
+	ReaderNetlink = "netlink"
+	ReaderExec    = "exec"
+)
 
 // Default returns the configuration used with no file and no flags.
 func Default() Config {
 	return Config{
 		HostRoot: "/", MetricsAddress: DefaultMetricsAddress, LogLevel: "info", LogFormat: "text",
-		ConditionHeartbeat: 5 * time.Minute, Disabled: map[string]bool{},
+		ConditionHeartbeat: 5 * time.Minute, Disabled: map[string]bool{}, DataplaneReader: ReaderNetlink,
 	}
 }
 
@@ -116,8 +125,10 @@ func Parse(data []byte) (*File, error) {
 			c.ConditionHeartbeat, err = duration(p)
 		case "checks":
 			f.checks = p.value
+		case "dataplane":
+			err = parseDataplane(p, c)
 		default:
-			err = unknown(p, []string{"hostRoot", "metricsAddress", "logLevel", "logFormat", "kubeconfig", "nodeName", "conditionHeartbeat", "checks"})
+			err = unknown(p, []string{"hostRoot", "metricsAddress", "logLevel", "logFormat", "kubeconfig", "nodeName", "conditionHeartbeat", "dataplane", "checks"})
 		}
 		if err != nil {
 			return nil, err
@@ -187,7 +198,28 @@ func (c Config) Validate() error {
 	if !slices.Contains([]string{"text", "json"}, c.LogFormat) {
 		errs = append(errs, fmt.Errorf("logFormat: %q is not one of text, json", c.LogFormat))
 	}
+	if !slices.Contains([]string{ReaderNetlink, ReaderExec}, c.DataplaneReader) {
+		errs = append(errs, fmt.Errorf("dataplane.reader: %q is not one of netlink, exec", c.DataplaneReader))
+	}
 	return errors.Join(errs...)
+}
+
+func parseDataplane(dp pair, c *Config) error {
+	pairs, err := mapping(dp.value, dp.path)
+	if err != nil {
+		return err
+	}
+	for _, p := range pairs {
+		switch p.key {
+		case "reader":
+			if c.DataplaneReader, err = str(p); err != nil {
+				return err
+			}
+		default:
+			return unknown(p, []string{"reader"})
+		}
+	}
+	return nil
 }
 
 type pair struct {

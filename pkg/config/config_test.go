@@ -58,6 +58,8 @@ logLevel: debug
 kubeconfig: /etc/kubernetes/node-doctor.conf
 nodeName: worker-1
 conditionHeartbeat: 1m
+dataplane:
+  reader: exec
 checks:
   alpha:
     interval: 30s
@@ -71,7 +73,7 @@ checks:
 		t.Fatal(err)
 	}
 	if c.HostRoot != "/host" || c.MetricsAddress != "127.0.0.1:9999" || c.LogLevel != "debug" ||
-		c.Kubeconfig != "/etc/kubernetes/node-doctor.conf" || c.NodeName != "worker-1" || c.ConditionHeartbeat != time.Minute {
+		c.Kubeconfig != "/etc/kubernetes/node-doctor.conf" || c.NodeName != "worker-1" || c.ConditionHeartbeat != time.Minute || c.DataplaneReader != ReaderExec {
 		t.Errorf("top level not applied: %+v", c)
 	}
 	a := defs[0]
@@ -100,6 +102,8 @@ func TestLoadRejects(t *testing.T) {
 		"bad port":          {"metricsAddress: \":99999\"\n", `metricsAddress: port "99999"`},
 		"empty root":        {"hostRoot: \"\"\n", "hostRoot: must not be empty"},
 		"heartbeat range":   {"conditionHeartbeat: 1s\n", "conditionHeartbeat: 1s is out of range 10s to 1h"},
+		"dataplane reader":  {"dataplane:\n  reader: nft\n", `dataplane.reader: "nft" is not one of netlink, exec`},
+		"dataplane key":     {"dataplane:\n  readr: exec\n", "dataplane.readr (line 2): unknown key; known keys: reader"},
 		"heartbeat type":    {"conditionHeartbeat: soon\n", `conditionHeartbeat (line 1): "soon" is not a duration`},
 		"duplicate":         {"logLevel: info\nlogLevel: debug\n", "logLevel (line 2): duplicate key"},
 		"checks not map":    {"checks: [alpha]\n", "checks (line 1): must be a mapping"},

@@ -27,6 +27,13 @@ type Programmed struct {
 	// (from a rule comment or the chain name), for stale chains.
 	ServiceChains map[string]string
 	Rules         int
+	// Unverifiable maps a chain, or "map NAME", that holds something the
+	// reader could not decode to why; ports that depend on it are not judged.
+	Unverifiable map[string]string
+	// Unknown counts the undecoded rules and elements; UnknownExample is
+	// the first one's raw form.
+	Unknown        int
+	UnknownExample string
 }
 
 func newProgrammed(mode string) *Programmed {
@@ -168,6 +175,17 @@ func ProgrammedFromNFT(t *NFTTable) *Programmed {
 	for _, c := range t.Chains {
 		p.Rules += c.Rules
 	}
+	for _, u := range t.Unknown {
+		if p.Unverifiable == nil {
+			p.Unverifiable = map[string]string{}
+			p.UnknownExample = u.Where + ": " + u.Why + ": " + u.Raw
+		}
+		p.Unknown++
+		where := strings.TrimPrefix(u.Where, "chain ")
+		if _, ok := p.Unverifiable[where]; !ok {
+			p.Unverifiable[where] = u.Why
+		}
+	}
 	if m := t.Maps["service-ips"]; m != nil {
 		for _, e := range m.Elements {
 			if len(e.Key) == 3 {
@@ -201,6 +219,11 @@ func ProgrammedFromNFT(t *NFTTable) *Programmed {
 		for _, j := range c.Jumps { // versions with per-endpoint chains
 			if ec := t.Chains[j]; ec != nil && strings.HasPrefix(j, "endpoint-") {
 				eps = append(eps, ec.DNAT...)
+				if why, ok := p.Unverifiable[j]; ok {
+					if _, ok := p.Unverifiable[name]; !ok {
+						p.Unverifiable[name] = why
+					}
+				}
 			}
 		}
 		slices.Sort(eps)
@@ -243,6 +266,28 @@ type Discrepancy struct {
 	Changed time.Time
 	// Key identifies the discrepancy across runs.
 	Key string
+	// Unverifiable says why the rules this difference rests on could not be
+	// read whole: it is not a finding (Reason is RulesNotUnderstood).
+	Unverifiable string
+}
+
+// unverifiable returns why a port's differences cannot be trusted: a map
+// holds an undecoded element, or one of its chains an undecoded rule.
+func (p *Programmed) unverifiable(chains ...string) string {
+	if len(p.Unverifiable) == 0 {
+		return ""
+	}
+	for _, c := range chains {
+		if why, ok := p.Unverifiable[c]; ok && c != "" {
+			return "chain " + c + ": " + why
+		}
+	}
+	for w, why := range p.Unverifiable {
+		if strings.HasPrefix(w, "map ") {
+			return w + ": " + why
+		}
+	}
+	return ""
 }
 
 // ExpectedChains names the chains kube-proxy uses for a port in a mode.
@@ -354,6 +399,18 @@ func Compare(desired []DesiredPort, p *Programmed) (disc []Discrepancy, verified
 				} else if t != ch.External && t != ch.Internal && p.Mode != "ipvs" {
 					add("ExternalIPWrongChain", k+" -> "+ch.External, k+" -> "+t, "the external/load-balancer IP goes to a chain that is not this service port's")
 				}
+			}
+		}
+		if len(disc) > before {
+			if why := p.unverifiable(append([]string{got, ch.Internal, ch.External}, ch.All...)...); why != "" {
+				for i := before; i < len(disc); i++ {
+					x := &disc[i]
+					x.Unverifiable = why
+					x.Message = "not compared: node-doctor could not decode part of these rules (" + why + "); " + x.Reason + " would be reported"
+					x.Reason = "RulesNotUnderstood"
+					x.Key = d.Name.String() + "/" + d.Name.Protocol + "|unverifiable"
+				}
+				disc = disc[:before+1] // one per port
 			}
 		}
 		if len(disc) == before {

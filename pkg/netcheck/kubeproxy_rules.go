@@ -111,16 +111,19 @@ type kubeProxyRulesCheck struct {
 	rules    *prometheus.GaugeVec
 	duration prometheus.Gauge
 	lag      *prometheus.GaugeVec
+	unknown  prometheus.Gauge
 }
 
 func newKubeProxyRulesCheck(d KubeProxyDeps, s *KubeProxySettings, g *graceTracker) *kubeProxyRulesCheck {
 	return &kubeProxyRulesCheck{d: d, s: s, g: g,
 		ports: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "node_doctor_kubeproxy_service_ports",
-			Help: "Service ports (per IP family) in the last verification of kube-proxy's rules, by mode and state (verified, broken, pending, no_endpoints)."}, []string{"mode", "state"}),
+			Help: "Service ports (per IP family) in the last verification of kube-proxy's rules, by mode and state (verified, broken, pending, no_endpoints, unverifiable)."}, []string{"mode", "state"}),
 		rules: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "node_doctor_kubeproxy_rules",
 			Help: "Rules (iptables), chain rules (nftables) or virtual servers (IPVS) of kube-proxy read in the last verification."}, []string{"mode"}),
 		duration: prometheus.NewGauge(prometheus.GaugeOpts{Name: "node_doctor_kubeproxy_verification_duration_seconds",
 			Help: "How long the last verification of kube-proxy's rules took (API read, rules read, parse, compare)."}),
+		unknown: prometheus.NewGauge(prometheus.GaugeOpts{Name: "node_doctor_kubeproxy_unknown_rules",
+			Help: "kube-proxy rules and map elements the netlink reader could not decode in the last verification; the service ports depending on them count as unverifiable."}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "node_doctor_kubeproxy_sync_lag_seconds",
 			Help: "How far kube-proxy's last sync is behind its last queued change, as last seen (0 when in sync)."}, []string{"ip_family"}),
 	}
@@ -133,11 +136,12 @@ func (c *kubeProxyRulesCheck) Run(ctx context.Context) ([]check.Finding, error) 
 	c.duration.Set(time.Since(start).Seconds())
 	if st != nil {
 		c.ports.Reset()
-		for state, n := range map[string]int{"verified": st.verified, "broken": st.broken, "pending": st.pending, "no_endpoints": st.noEndpoints} {
+		for state, n := range map[string]int{"verified": st.verified, "broken": st.broken, "pending": st.pending, "no_endpoints": st.noEndpoints, "unverifiable": st.unverifiable} {
 			c.ports.WithLabelValues(st.mode, state).Set(float64(n))
 		}
 		c.rules.Reset()
 		c.rules.WithLabelValues(st.mode).Set(float64(st.rules))
+		c.unknown.Set(float64(st.unknown))
 		if st.sync != nil {
 			for fam, q := range st.sync.LastQueued {
 				c.lag.WithLabelValues(fam).Set(max(0, q.Sub(st.sync.LastSync[fam]).Seconds()))
@@ -153,6 +157,7 @@ func (c *kubeProxyRulesCheck) Describe(ch chan<- *prometheus.Desc) {
 	c.rules.Describe(ch)
 	c.duration.Describe(ch)
 	c.lag.Describe(ch)
+	c.unknown.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -161,12 +166,14 @@ func (c *kubeProxyRulesCheck) Collect(ch chan<- prometheus.Metric) {
 	c.rules.Collect(ch)
 	c.duration.Collect(ch)
 	c.lag.Collect(ch)
+	c.unknown.Collect(ch)
 }
 
 // runStats summarise one verification for the metrics.
 type runStats struct {
 	mode                                          string
 	verified, broken, pending, noEndpoints, rules int
+	unverifiable, unknown                         int
 	sync                                          *KubeProxySync
 }
 
@@ -208,7 +215,7 @@ func kubeProxyRulesRun(ctx context.Context, d KubeProxyDeps, s *KubeProxySetting
 	now := d.now()
 	var all []Discrepancy
 	verified, noEP := 0, 0
-	rules := 0
+	rules, unverifiable, unknown, example := 0, 0, 0, ""
 	for _, v6 := range []bool{false, true} {
 		p := obs.progs[v6]
 		var fam []DesiredPort
@@ -225,8 +232,16 @@ func kubeProxyRulesRun(ctx context.Context, d KubeProxyDeps, s *KubeProxySetting
 		disc, v = CompareIPVSNode(fam, v6, obs.ipvs, node, disc, v)
 		for i := range disc {
 			disc[i].IPv6 = v6
+			if disc[i].Unverifiable != "" {
+				unverifiable++
+				continue
+			}
+			all = append(all, disc[i])
 		}
-		all = append(all, disc...)
+		unknown += p.Unknown
+		if example == "" {
+			example = p.UnknownExample
+		}
 		verified += v
 		noEP += n
 	}
@@ -265,13 +280,23 @@ func kubeProxyRulesRun(ctx context.Context, d KubeProxyDeps, s *KubeProxySetting
 	if obs.backend != "" {
 		f.Details["iptables_backend"] = obs.backend
 	}
-	out = append(out, f)
+	if unknown > 0 {
+		f.Details["unknown_rules"], f.Details["service_ports_unverifiable"] = fmt.Sprint(unknown), fmt.Sprint(unverifiable)
+		w := finding(check.SeverityWarning, "RulesNotUnderstood", fmt.Sprintf("the netlink reader could not decode %d of kube-proxy's rules or map elements (e.g. %s); "+
+			"%d service ports that depend on them were not compared; set dataplane.reader: exec to compare them through nft", unknown, example, unverifiable))
+		w.Condition = check.ConditionKubeProxyRules
+		w.Details = map[string]string{"unknown_rules": fmt.Sprint(unknown), "example": example, "service_ports_unverifiable": fmt.Sprint(unverifiable)}
+		out = append(out, f, w)
+	} else {
+		out = append(out, f)
+	}
 	if obs.kpErr != nil && s.Mode == "" {
 		f := finding(check.SeverityWarning, "KubeProxyModeUnknown", fmt.Sprintf("kube-proxy did not answer /proxyMode on %s (%v); compared the %s rules found on the node", s.MetricsAddress, obs.kpErr, obs.mode))
 		f.Condition = check.ConditionKubeProxyRules
 		out = append(out, f)
 	}
-	return out, &runStats{mode: obs.mode, verified: verified, broken: len(broken), pending: pending, noEndpoints: noEP, rules: rules, sync: sync}, nil
+	return out, &runStats{mode: obs.mode, verified: verified, broken: len(broken), pending: pending, noEndpoints: noEP, rules: rules, sync: sync,
+		unverifiable: unverifiable, unknown: unknown}, nil
 }
 
 // readProgrammed works out the mode and reads its rules for both families.

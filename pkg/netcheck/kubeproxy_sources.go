@@ -41,8 +41,8 @@ type IPTablesSaver interface {
 	Save(ctx context.Context, backend string, ipv6 bool, table string, into *IPTables) error
 }
 
-// NFTLister reads one nftables table as JSON, parsing into into as it
-// streams; ok is false when the table does not exist.
+// NFTLister reads one nftables table into into (over netlink, or nft -j
+// parsed as it streams); ok is false when the table does not exist.
 type NFTLister interface {
 	ListTable(ctx context.Context, family, table string, into *NFTTable) (ok bool, err error)
 }
@@ -141,11 +141,15 @@ func legacyTableLoaded(ipv6 bool, table string) bool {
 }
 
 // ExecNFT runs nft -j.
-type ExecNFT struct{}
+type ExecNFT struct {
+	// Prefix runs nft through another command (tests: ip netns exec NS).
+	Prefix []string
+}
 
 // ListTable runs `nft -j list table FAMILY TABLE`, streaming into the parser.
-func (ExecNFT) ListTable(ctx context.Context, family, table string, into *NFTTable) (bool, error) {
-	cmd := readerCommand(ctx, "nft", "-j", "list", "table", family, table)
+func (e ExecNFT) ListTable(ctx context.Context, family, table string, into *NFTTable) (bool, error) {
+	args := append(append([]string{}, e.Prefix...), "nft", "-j", "list", "table", family, table)
+	cmd := readerCommand(ctx, args[0], args[1:]...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()

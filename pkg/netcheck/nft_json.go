@@ -18,6 +18,8 @@ type NFTTable struct {
 	Chains map[string]*NFTChain
 	// Maps by name; each element is "key . parts" -> verdict ("goto chain").
 	Maps map[string]*NFTMap
+	// Unknown lists what the native reader could not decode (nil from nft -j).
+	Unknown []NFTUnknown
 }
 
 // NFTChain is one chain's rules reduced to where they send packets.

@@ -11,7 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -289,8 +291,50 @@ func nftSnapshot(t *testing.T) func() {
 	return func() { runStdin(t, "delete table ip kube-proxy\n"+snap, "nft", "-f", "-") }
 }
 
+// nftReadersAgree reads the real kube-proxy tables with nft -j and over
+// netlink and asserts the same table (kube-proxy may rewrite it between the
+// two reads, so a few tries).
+func nftReadersAgree(ctx context.Context, t *testing.T, state string) {
+	t.Helper()
+	norm := func(tb *netcheck.NFTTable) *netcheck.NFTTable {
+		for _, c := range tb.Chains {
+			slices.Sort(c.DNAT)
+		}
+		for _, m := range tb.Maps {
+			slices.SortFunc(m.Elements, func(a, b netcheck.NFTElement) int {
+				return strings.Compare(strings.Join(a.Key, " "), strings.Join(b.Key, " "))
+			})
+		}
+		return tb
+	}
+	for _, fam := range []string{"ip", "ip6"} {
+		var e, n *netcheck.NFTTable
+		for try := 0; try < 5; try++ {
+			e, n = netcheck.NewNFTTable(), netcheck.NewNFTTable()
+			eok, err := netcheck.ExecNFT{}.ListTable(ctx, fam, "kube-proxy", e)
+			if err != nil {
+				t.Fatalf("%s: nft -j: %v", state, err)
+			}
+			nok, err := netcheck.NetlinkNFT{NS: -1}.ListTable(ctx, fam, "kube-proxy", n)
+			if err != nil {
+				t.Fatalf("%s: netlink: %v", state, err)
+			}
+			if eok == nok && reflect.DeepEqual(norm(e), norm(n)) {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+		if !reflect.DeepEqual(e, n) {
+			t.Errorf("%s: table %s kube-proxy: nft -j and netlink differ:\nnft -j:  %+v\nnetlink: %+v", state, fam, e, n)
+		} else {
+			t.Logf("%s: table %s kube-proxy: nft -j and netlink agree (%d chains, %d maps)", state, fam, len(n.Chains), len(n.Maps))
+		}
+	}
+}
+
 func nftablesBreakage(ctx context.Context, t *testing.T, a dpAgent, svc netcheck.ServicePortName, clusterIP string) {
 	chain := netcheck.NFTablesChainsFor(svc).Service
+	nftReadersAgree(ctx, t, "healthy")
 	t.Run("service-ips element deleted", func(t *testing.T) {
 		restore := nftSnapshot(t)
 		t.Cleanup(restore)
@@ -301,6 +345,7 @@ func nftablesBreakage(ctx context.Context, t *testing.T, a dpAgent, svc netcheck
 		}
 		a.servicesSection(ctx, t, svc, "ServicePortNotProgrammed", clusterIP+"/tcp/80 -> "+chain)
 		a.explainBroken(ctx, t, svc.Namespace+"/web:80", "ServicePortNotProgrammed", netcheck.HopMissing, clusterIP+"/tcp/80 -> "+chain)
+		nftReadersAgree(ctx, t, "service-ips element deleted")
 		restore()
 		a.waitFor(ctx, t, "kube-proxy-rules", "RulesMatchAPI", true)
 	})
@@ -309,6 +354,7 @@ func nftablesBreakage(ctx context.Context, t *testing.T, a dpAgent, svc netcheck
 		t.Cleanup(restore)
 		run(t, "nft", "flush", "chain", "ip", "kube-proxy", chain)
 		a.waitFor(ctx, t, "kube-proxy-rules", "EndpointMissing", true)
+		nftReadersAgree(ctx, t, "service chain flushed")
 		restore()
 		a.waitFor(ctx, t, "kube-proxy-rules", "RulesMatchAPI", true)
 	})
@@ -321,6 +367,7 @@ func nftablesBreakage(ctx context.Context, t *testing.T, a dpAgent, svc netcheck
 			t.Errorf("stale endpoint not named: %+v", f)
 		}
 		a.explainBroken(ctx, t, svc.Namespace+"/web:http", "StaleEndpoint", netcheck.HopStale, "10.244.0.250:8080")
+		nftReadersAgree(ctx, t, "stale DNAT")
 		restore()
 		a.waitFor(ctx, t, "kube-proxy-rules", "StaleEndpoint", false)
 	})
