@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -99,12 +100,24 @@ type guard struct {
 	now  func() time.Time
 	next http.Handler
 
+	// results counts requests by outcome: allowed, unauthenticated,
+	// forbidden, error.
+	results *prometheus.CounterVec
+
 	mu    sync.Mutex
 	cache map[[sha256.Size]byte]decision
 }
 
 func newGuard(rev Reviewer, log *slog.Logger, next http.Handler) *guard {
-	return &guard{rev: rev, log: log, now: time.Now, next: next, cache: map[[sha256.Size]byte]decision{}}
+	g := &guard{rev: rev, log: log, now: time.Now, next: next, cache: map[[sha256.Size]byte]decision{},
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "node_doctor_metrics_auth_requests_total",
+			Help: "Requests to the secure /metrics by outcome: allowed, unauthenticated (401), forbidden (403), error (the API server could not be asked).",
+		}, []string{"result"})}
+	for _, r := range []string{"allowed", "unauthenticated", "forbidden", "error"} {
+		g.results.WithLabelValues(r)
+	}
+	return g
 }
 
 var errAuth = errors.New("authentication or authorization is unavailable")
@@ -112,6 +125,7 @@ var errAuth = errors.New("authentication or authorization is unavailable")
 func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	token, ok := bearer(r.Header.Get("Authorization"))
 	if !ok {
+		g.results.WithLabelValues("unauthenticated").Inc()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="node-doctor"`)
 		http.Error(w, "Unauthorized", http.StatusUnauthorized)
 		return
@@ -122,17 +136,23 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	d, err := g.decide(r.Context(), token, verb, r.URL.Path)
 	if err != nil {
+		g.results.WithLabelValues("error").Inc()
 		g.log.Warn("metrics request not checked", "err", err)
 		http.Error(w, errAuth.Error(), http.StatusServiceUnavailable)
 		return
 	}
 	switch d.status {
 	case http.StatusOK:
+		g.results.WithLabelValues("allowed").Inc()
 		g.next.ServeHTTP(w, r)
 	case http.StatusUnauthorized:
+		g.results.WithLabelValues("unauthenticated").Inc()
+		g.log.Debug("metrics request refused: token not accepted", "remote", r.RemoteAddr)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="node-doctor"`)
 		http.Error(w, "Unauthorized", http.StatusUnauthorized)
 	default:
+		g.results.WithLabelValues("forbidden").Inc()
+		g.log.Debug("metrics request refused: not allowed", "user", d.user, "remote", r.RemoteAddr)
 		http.Error(w, fmt.Sprintf("Forbidden: %q may not %s %s", d.user, verb, r.URL.Path), http.StatusForbidden)
 	}
 }

@@ -68,7 +68,11 @@ func Listen(o Options, reg *prometheus.Registry, healthy, ready func() error, lo
 		if tc, err = tlsConfig(o, log); err != nil {
 			return nil, err
 		}
-		mux.Handle("GET /metrics", newGuard(o.Reviewer, log, metrics))
+		g := newGuard(o.Reviewer, log, metrics)
+		if err := reg.Register(g.results); err != nil {
+			return nil, fmt.Errorf("server: metrics: %w", err)
+		}
+		mux.Handle("GET /metrics", g)
 		what = "metrics over https"
 	} else {
 		// Plain: the probes stay where they always were, as well.

@@ -15,9 +15,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-func start(t *testing.T, o Options) *Server {
+func start(t *testing.T, o Options) (*Server, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{Name: "node_doctor_test_up", Help: "test"}))
@@ -34,7 +35,7 @@ func start(t *testing.T, o Options) *Server {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return s
+	return s, reg
 }
 
 func get(t *testing.T, c *http.Client, url, token string) (int, string, *http.Response) {
@@ -53,7 +54,7 @@ func get(t *testing.T, c *http.Client, url, token string) (int, string, *http.Re
 }
 
 func TestListenPlain(t *testing.T) {
-	s := start(t, Options{MetricsAddress: "127.0.0.1:0"})
+	s, _ := start(t, Options{MetricsAddress: "127.0.0.1:0"})
 	base := "http://" + s.Addr()
 	if code, body, _ := get(t, http.DefaultClient, base+"/metrics", ""); code != 200 || !strings.Contains(body, "node_doctor_test_up") {
 		t.Errorf("/metrics: %d %q", code, body)
@@ -70,7 +71,7 @@ func TestListenPlain(t *testing.T) {
 }
 
 func TestListenPlainHealthAddress(t *testing.T) {
-	s := start(t, Options{MetricsAddress: "127.0.0.1:0", HealthAddress: "127.0.0.1:0"})
+	s, _ := start(t, Options{MetricsAddress: "127.0.0.1:0", HealthAddress: "127.0.0.1:0"})
 	if s.Addr() == s.HealthAddr() {
 		t.Fatal("one address for both")
 	}
@@ -83,7 +84,7 @@ func TestListenPlainHealthAddress(t *testing.T) {
 }
 
 func TestListenSecure(t *testing.T) {
-	s := start(t, Options{MetricsAddress: "127.0.0.1:0", HealthAddress: "127.0.0.1:0", Secure: true, Reviewer: newFakeReviewer()})
+	s, reg := start(t, Options{MetricsAddress: "127.0.0.1:0", HealthAddress: "127.0.0.1:0", Secure: true, Reviewer: newFakeReviewer()})
 	if !s.Secure() {
 		t.Error("secure server says it is not")
 	}
@@ -103,6 +104,19 @@ func TestListenSecure(t *testing.T) {
 	code, body, resp := get(t, c, base+"/metrics", "prom-token")
 	if code != 200 || !strings.Contains(body, "node_doctor_test_up") {
 		t.Errorf("allowed token: %d %q", code, body)
+	}
+	for _, want := range []string{
+		`node_doctor_metrics_auth_requests_total{result="allowed"} 1`,
+		`node_doctor_metrics_auth_requests_total{result="unauthenticated"} 2`,
+		`node_doctor_metrics_auth_requests_total{result="forbidden"} 1`,
+		`node_doctor_metrics_auth_requests_total{result="error"} 0`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if probs, err := testutil.GatherAndLint(reg); err != nil || len(probs) > 0 {
+		t.Errorf("promlint: %v %v", probs, err)
 	}
 	if resp.Proto != "HTTP/1.1" {
 		t.Errorf("negotiated %s, want HTTP/1.1 only", resp.Proto)
