@@ -120,8 +120,12 @@ func checkSecureMetrics(ctx context.Context, t *testing.T, c *harness.Cluster) s
 		}
 		t.Logf("GET %s with %s: %d %s", url, tc.what, code, strings.TrimSpace(body))
 	}
-	if code, body, err := scrape(ctx, http.DefaultClient, "http://"+hp+"/metrics", good); err != nil || code != http.StatusBadRequest || strings.Contains(body, "node_doctor_") {
+	// Go's TLS server answers 400 and hangs up, so reading the body may end
+	// in a reset: the status is what counts.
+	if code, body, err := scrape(ctx, http.DefaultClient, "http://"+hp+"/metrics", good); code != http.StatusBadRequest || strings.Contains(body, "node_doctor_") {
 		t.Errorf("plain HTTP to the metrics port: %d %.200q %v, want 400 and no metrics", code, body, err)
+	} else {
+		t.Logf("plain HTTP to the metrics port: %d %s", code, strings.TrimSpace(body))
 	}
 	health := "http://" + net.JoinHostPort(c.NodeIP, "19721")
 	if code, body, err := scrape(ctx, http.DefaultClient, health+"/healthz", ""); err != nil || code != 200 {
