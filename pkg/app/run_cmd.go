@@ -12,12 +12,12 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/node-doctor/node-doctor/pkg/check"
 	"github.com/node-doctor/node-doctor/pkg/config"
 	"github.com/node-doctor/node-doctor/pkg/kube"
+	"github.com/node-doctor/node-doctor/pkg/kube/kubeapi"
 	"github.com/node-doctor/node-doctor/pkg/metrics"
 	"github.com/node-doctor/node-doctor/pkg/server"
 	"github.com/node-doctor/node-doctor/pkg/version"
@@ -210,7 +210,7 @@ func kubeReporters(s *setup, kf kubeFlags, m *metrics.Reporter) (*kubeParts, err
 	// tokens must not hold up condition and Event writes.
 	rrc := rest.CopyConfig(rc)
 	rrc.QPS, rrc.Burst = 5, 10
-	rcs, err := kubernetes.NewForConfig(rrc)
+	rcs, err := kubeapi.NewClientset(rrc)
 	if err != nil {
 		return nil, fmt.Errorf("kube: review client: %w", err)
 	}

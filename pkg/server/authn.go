@@ -15,7 +15,8 @@ import (
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/node-doctor/node-doctor/pkg/kube/kubeapi"
 )
 
 // User is who a bearer token belongs to, as TokenReview says.
@@ -35,14 +36,20 @@ type Reviewer interface {
 	Authorize(ctx context.Context, u User, verb, path string) (allowed bool, reason string, err error)
 }
 
+// ReviewClient is the part of the API a KubeReviewer uses.
+type ReviewClient interface {
+	TokenReviews() kubeapi.Creator[*authnv1.TokenReview]
+	SubjectAccessReviews() kubeapi.Creator[*authzv1.SubjectAccessReview]
+}
+
 // KubeReviewer is a Reviewer over TokenReview and SubjectAccessReview.
 type KubeReviewer struct {
-	Client kubernetes.Interface
+	Client ReviewClient
 }
 
 // Authenticate creates a TokenReview.
 func (k KubeReviewer) Authenticate(ctx context.Context, token string) (User, bool, error) {
-	r, err := k.Client.AuthenticationV1().TokenReviews().Create(ctx,
+	r, err := k.Client.TokenReviews().Create(ctx,
 		&authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})
 	if err != nil {
 		return User{}, false, fmt.Errorf("tokenreview: %w", err)
@@ -66,7 +73,7 @@ func (k KubeReviewer) Authorize(ctx context.Context, u User, verb, path string) 
 	for k, v := range u.Extra {
 		extra[k] = v
 	}
-	r, err := k.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{
+	r, err := k.Client.SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{
 		Spec: authzv1.SubjectAccessReviewSpec{
 			User: u.Name, UID: u.UID, Groups: u.Groups, Extra: extra,
 			NonResourceAttributes: &authzv1.NonResourceAttributes{Path: path, Verb: verb},

@@ -18,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/node-doctor/node-doctor/pkg/kube/kubetest"
 )
 
 // fakeReviewer knows tokens by name and which users may get /metrics.
@@ -215,7 +217,7 @@ func TestKubeReviewer(t *testing.T) {
 		sar.Status.Denied = sar.Spec.UID == "denied"
 		return true, sar, nil
 	})
-	k := KubeReviewer{Client: cs}
+	k := KubeReviewer{Client: kubetest.Adapt(cs)}
 	ctx := context.Background()
 
 	if _, ok, err := k.Authenticate(ctx, "bad"); ok || err != nil {
