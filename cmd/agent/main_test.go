@@ -159,6 +159,9 @@ func TestToolFailuresExitTwo(t *testing.T) {
 		"bad host root":   {[]string{"check", "--host-root", filepath.Join(dir, "nope")}, "is not a directory"},
 		"bad log level":   {[]string{"run", "--log-level", "loud"}, `logLevel: "loud" is not one of`},
 		"bad address":     {[]string{"run", "--metrics-address", "nonsense"}, `metricsAddress: "nonsense" is not host:port`},
+		"cert, no key":    {[]string{"run", "--metrics-secure", "--metrics-cert-file", "/etc/tls/tls.crt"}, "metricsCertFile, metricsKeyFile: give both or neither"},
+		"secure, no API":  {[]string{"run", "--metrics-secure", "--metrics-address", "127.0.0.1:0", "--health-address", "127.0.0.1:0"}, "secure metrics need a Kubernetes API to check tokens with (--metrics-secure=false serves them plain)"},
+		"bad health addr": {[]string{"run", "--health-address", "nowhere"}, `healthAddress: "nowhere" is not host:port`},
 		"unknown command": {[]string{"chek"}, `unknown command "chek"`},
 		"extra arguments": {[]string{"check", "hairpin"}, `unknown command "hairpin"`},
 	}
@@ -190,7 +193,8 @@ func TestHelpAndVersion(t *testing.T) {
 		}
 	}
 	out, _, _ = runBinary(t, nil, "run", "--help")
-	if !strings.Contains(out, "--metrics-address") || !strings.Contains(out, ":19720") {
+	if !strings.Contains(out, "--metrics-address") || !strings.Contains(out, ":19720") || !strings.Contains(out, "--metrics-secure") ||
+		!strings.Contains(out, "--health-address") || !strings.Contains(out, "SubjectAccessReview") {
 		t.Errorf("run --help:\n%s", out)
 	}
 	out, _, code = runBinary(t, nil, "version")

@@ -101,6 +101,12 @@ func (o *optBool) Set(s string) error {
 	return nil
 }
 
+func (o *optBool) to(dst *bool) {
+	if o.set {
+		*dst = o.v
+	}
+}
+
 func boolFlag(f *pflag.FlagSet, dst *optBool, name string, def bool, usage string) {
 	dst.v = def
 	f.VarPF(dst, name, "", usage).NoOptDefVal = "true"

@@ -96,6 +96,10 @@ var restartOnly = []struct {
 }{
 	{"hostRoot", func(c *config.Config) any { return c.HostRoot }, func(d, s *config.Config) { d.HostRoot = s.HostRoot }},
 	{"metricsAddress", func(c *config.Config) any { return c.MetricsAddress }, func(d, s *config.Config) { d.MetricsAddress = s.MetricsAddress }},
+	{"metricsSecure", func(c *config.Config) any { return c.MetricsSecure }, func(d, s *config.Config) { d.MetricsSecure = s.MetricsSecure }},
+	{"healthAddress", func(c *config.Config) any { return c.HealthAddress }, func(d, s *config.Config) { d.HealthAddress = s.HealthAddress }},
+	{"metricsCertFile", func(c *config.Config) any { return c.MetricsCertFile }, func(d, s *config.Config) { d.MetricsCertFile = s.MetricsCertFile }},
+	{"metricsKeyFile", func(c *config.Config) any { return c.MetricsKeyFile }, func(d, s *config.Config) { d.MetricsKeyFile = s.MetricsKeyFile }},
 	{"logFormat", func(c *config.Config) any { return c.LogFormat }, func(d, s *config.Config) { d.LogFormat = s.LogFormat }},
 	{"kubeconfig", func(c *config.Config) any { return c.Kubeconfig }, func(d, s *config.Config) { d.Kubeconfig = s.Kubeconfig }},
 	{"nodeName", func(c *config.Config) any { return c.NodeName }, func(d, s *config.Config) { d.NodeName = s.NodeName }},

@@ -12,10 +12,12 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/rest"
 
 	"github.com/node-doctor/node-doctor/pkg/check"
 	"github.com/node-doctor/node-doctor/pkg/config"
 	"github.com/node-doctor/node-doctor/pkg/kube"
+	"github.com/node-doctor/node-doctor/pkg/kube/kubeapi"
 	"github.com/node-doctor/node-doctor/pkg/metrics"
 	"github.com/node-doctor/node-doctor/pkg/server"
 	"github.com/node-doctor/node-doctor/pkg/version"
@@ -36,6 +38,8 @@ type runFlags struct {
 	// Flags given win over the config file.
 	metricsAddress, kubeconfig, nodeName optString
 	heartbeat                            optDuration
+	metricsSecure                        optBool
+	healthAddress, certFile, keyFile     optString
 	kube                                 kubeFlags
 	npd                                  npdFlags
 	// configPoll is how often the config file is read for changes.
@@ -44,6 +48,10 @@ type runFlags struct {
 
 func (f *runFlags) override(c *config.Config) error {
 	f.metricsAddress.to(&c.MetricsAddress)
+	f.metricsSecure.to(&c.MetricsSecure)
+	f.healthAddress.to(&c.HealthAddress)
+	f.certFile.to(&c.MetricsCertFile)
+	f.keyFile.to(&c.MetricsKeyFile)
 	f.kubeconfig.to(&c.Kubeconfig)
 	f.nodeName.to(&c.NodeName)
 	f.heartbeat.to(&c.ConditionHeartbeat)
@@ -64,6 +72,11 @@ hung check never holds up the others) and serve:
   /metrics   Prometheus metrics (node_doctor_*)
   /healthz   200 while checks keep completing; 503 when one is hung or stalled
   /readyz    200 once every check has completed at least once
+
+With --metrics-secure, /metrics is HTTPS and answers only callers whose
+bearer token the API server accepts (TokenReview) and who may get the
+non-resource URL /metrics (SubjectAccessReview: 401 and 403 otherwise);
+the probes are then plain HTTP on --health-address.
 
 With a cluster (--kubeconfig, or in-cluster config in a pod), findings also
 become the node conditions node-doctor owns and Events on the Node or Pod.
@@ -106,7 +119,15 @@ Stops cleanly on SIGINT or SIGTERM.`,
 				reporters = append(reporters, k.conditions, k.events)
 			}
 			runner := check.NewRunner(s.defs, nil, s.log, reporters...)
-			srv, err := server.Listen(s.cfg.MetricsAddress, m.Registry, runner.Healthy, runner.Ready, s.log)
+			so := server.Options{MetricsAddress: s.cfg.MetricsAddress, Secure: s.cfg.MetricsSecure, HealthAddress: s.cfg.HealthAddress,
+				TLSCertFile: s.cfg.MetricsCertFile, TLSKeyFile: s.cfg.MetricsKeyFile}
+			if so.Secure && so.HealthAddress == "" {
+				so.HealthAddress = config.DefaultHealthAddress
+			}
+			if k != nil {
+				so.Reviewer = k.reviewer
+			}
+			srv, err := server.Listen(so, m.Registry, runner.Healthy, runner.Ready, s.log)
 			if err != nil {
 				return &exitError{ExitFailure, err}
 			}
@@ -133,7 +154,11 @@ Stops cleanly on SIGINT or SIGTERM.`,
 		},
 	}
 	f := cmd.Flags()
-	stringFlag(f, &rf.metricsAddress, "metrics-address", config.DefaultMetricsAddress, "address to serve /metrics, /healthz and /readyz on")
+	stringFlag(f, &rf.metricsAddress, "metrics-address", config.DefaultMetricsAddress, "address to serve /metrics on (and /healthz, /readyz when not --metrics-secure and no --health-address)")
+	boolFlag(f, &rf.metricsSecure, "metrics-secure", false, "serve /metrics over HTTPS to callers the API server authenticates and authorizes for get on /metrics (needs a cluster; the DaemonSet sets it)")
+	stringFlag(f, &rf.healthAddress, "health-address", "", "address to serve /healthz and /readyz on, plain HTTP (default: with /metrics; "+config.DefaultHealthAddress+" with --metrics-secure)")
+	stringFlag(f, &rf.certFile, "metrics-cert-file", "", "PEM serving certificate for --metrics-secure, read again when it changes (default: self-signed, made in memory at start)")
+	stringFlag(f, &rf.keyFile, "metrics-key-file", "", "PEM private key of --metrics-cert-file")
 	stringFlag(f, &rf.kubeconfig, "kubeconfig", "", "kubeconfig to report node conditions and Events with (default: in-cluster config when in a pod; none: no reporting)")
 	stringFlag(f, &rf.nodeName, "node-name", "", "this node's name in Kubernetes (default: $NODE_NAME, then the hostname)")
 	durationFlag(f, &rf.heartbeat, "condition-heartbeat", 5*time.Minute, "how often unchanged node conditions are rewritten (10s to 1h)")
@@ -149,6 +174,7 @@ Stops cleanly on SIGINT or SIGTERM.`,
 type kubeParts struct {
 	conditions *kube.Conditions
 	events     *kube.Events
+	reviewer   server.Reviewer
 }
 
 // kubeReporters builds the condition and event reporters, or returns nil
@@ -180,7 +206,16 @@ func kubeReporters(s *setup, kf kubeFlags, m *metrics.Reporter) (*kubeParts, err
 	api := kube.API{Client: cs}
 	log := s.log.With(slog.String("node", node))
 	s.log.Info("reporting to Kubernetes", "node", node, "api_server", rc.Host)
+	// Reviews get their own client and rate limit: requests with made-up
+	// tokens must not hold up condition and Event writes.
+	rrc := rest.CopyConfig(rc)
+	rrc.QPS, rrc.Burst = 5, 10
+	rcs, err := kubeapi.NewClientset(rrc)
+	if err != nil {
+		return nil, fmt.Errorf("kube: review client: %w", err)
+	}
 	return &kubeParts{
+		reviewer: server.KubeReviewer{Client: rcs},
 		conditions: kube.NewConditions(api, kube.ConditionOptions{
 			Node: node, All: s.all, Enabled: s.defs, Heartbeat: s.cfg.ConditionHeartbeat, Log: log, Metrics: km,
 		}),

@@ -23,6 +23,11 @@ import (
 // ports kubelet, kube-proxy and node-problem-detector use.
 const DefaultMetricsAddress = ":19720"
 
+// DefaultHealthAddress serves the probes when metrics are secure: the next
+// port, on every address, since the kubelet probes a hostNetwork pod on the
+// node's IP.
+const DefaultHealthAddress = ":19721"
+
 // Limits on check scheduling.
 const (
 	MinInterval = time.Second
@@ -33,8 +38,19 @@ const (
 type Config struct {
 	HostRoot       string
 	MetricsAddress string
-	LogLevel       string
-	LogFormat      string
+	// MetricsSecure serves /metrics over HTTPS to callers the API server
+	// authenticates and authorizes for the /metrics non-resource URL, and
+	// the probes plain on HealthAddress. Off, everything is plain HTTP on
+	// MetricsAddress.
+	MetricsSecure bool
+	// HealthAddress serves /healthz and /readyz; empty: with /metrics when
+	// not secure, DefaultHealthAddress when secure.
+	HealthAddress string
+	// MetricsCertFile and MetricsKeyFile are a serving certificate for
+	// secure metrics; without them one is made in memory at start.
+	MetricsCertFile, MetricsKeyFile string
+	LogLevel                        string
+	LogFormat                       string
 	// Kubeconfig and NodeName say where to report; empty Kubeconfig means
 	// in-cluster config when in a pod, otherwise no reporting.
 	Kubeconfig string
@@ -113,6 +129,14 @@ func Parse(data []byte) (*File, error) {
 			c.HostRoot, err = str(p)
 		case "metricsAddress":
 			c.MetricsAddress, err = str(p)
+		case "metricsSecure":
+			c.MetricsSecure, err = boolean(p)
+		case "healthAddress":
+			c.HealthAddress, err = str(p)
+		case "metricsCertFile":
+			c.MetricsCertFile, err = str(p)
+		case "metricsKeyFile":
+			c.MetricsKeyFile, err = str(p)
 		case "logLevel":
 			c.LogLevel, err = str(p)
 		case "logFormat":
@@ -128,7 +152,7 @@ func Parse(data []byte) (*File, error) {
 		case "dataplane":
 			err = parseDataplane(p, c)
 		default:
-			err = unknown(p, []string{"hostRoot", "metricsAddress", "logLevel", "logFormat", "kubeconfig", "nodeName", "conditionHeartbeat", "dataplane", "checks"})
+			err = unknown(p, []string{"hostRoot", "metricsAddress", "metricsSecure", "healthAddress", "metricsCertFile", "metricsKeyFile", "logLevel", "logFormat", "kubeconfig", "nodeName", "conditionHeartbeat", "dataplane", "checks"})
 		}
 		if err != nil {
 			return nil, err
@@ -184,10 +208,19 @@ func (c Config) Validate() error {
 	if c.HostRoot == "" {
 		errs = append(errs, errors.New("hostRoot: must not be empty"))
 	}
-	if _, port, err := net.SplitHostPort(c.MetricsAddress); err != nil {
-		errs = append(errs, fmt.Errorf("metricsAddress: %q is not host:port: %w", c.MetricsAddress, err))
-	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		errs = append(errs, fmt.Errorf("metricsAddress: port %q is not a number from 0 to 65535", port))
+	if err := hostPort(c.MetricsAddress); err != nil {
+		errs = append(errs, fmt.Errorf("metricsAddress: %w", err))
+	}
+	if c.HealthAddress != "" {
+		if err := hostPort(c.HealthAddress); err != nil {
+			errs = append(errs, fmt.Errorf("healthAddress: %w", err))
+		}
+	}
+	if (c.MetricsCertFile == "") != (c.MetricsKeyFile == "") {
+		errs = append(errs, errors.New("metricsCertFile, metricsKeyFile: give both or neither"))
+	}
+	if !c.MetricsSecure && c.MetricsCertFile != "" {
+		errs = append(errs, errors.New("metricsCertFile: only used with metricsSecure: true"))
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
 		errs = append(errs, fmt.Errorf("logLevel: %q is not one of debug, info, warn, error", c.LogLevel))
@@ -218,6 +251,17 @@ func parseDataplane(dp pair, c *Config) error {
 		default:
 			return unknown(p, []string{"reader"})
 		}
+	}
+	return nil
+}
+
+func hostPort(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %w", addr, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
 	}
 	return nil
 }
@@ -272,6 +316,14 @@ func str(p pair) (string, error) {
 	return p.value.Value, nil
 }
 
+func boolean(p pair) (bool, error) {
+	if p.value.Kind != yaml.ScalarNode || p.value.Tag != "!!bool" {
+		return false, p.errorf("must be true or false")
+	}
+	// YAML's true, True and TRUE.
+	return strings.EqualFold(p.value.Value, "true"), nil
+}
+
 func duration(p pair) (time.Duration, error) {
 	if p.value.Kind != yaml.ScalarNode {
 		return 0, p.errorf("must be a duration such as 30s or 5m")
@@ -317,10 +369,11 @@ func applyCheck(cp pair, d *check.Definition, disabled map[string]bool) error {
 	for _, p := range pairs {
 		switch p.key {
 		case "enabled":
-			if p.value.Kind != yaml.ScalarNode || p.value.Tag != "!!bool" {
-				return p.errorf("must be true or false")
+			on, err := boolean(p)
+			if err != nil {
+				return err
 			}
-			disabled[d.Name] = p.value.Value == "false"
+			disabled[d.Name] = !on
 		case "interval":
 			if d.Interval, err = duration(p); err != nil {
 				return err

@@ -54,6 +54,10 @@ func TestLoadApplies(t *testing.T) {
 	c, err := Load([]byte(`
 hostRoot: /host
 metricsAddress: 127.0.0.1:9999
+metricsSecure: True
+healthAddress: 127.0.0.1:9998
+metricsCertFile: /etc/tls/tls.crt
+metricsKeyFile: /etc/tls/tls.key
 logLevel: debug
 kubeconfig: /etc/kubernetes/node-doctor.conf
 nodeName: worker-1
@@ -67,7 +71,7 @@ checks:
     bridges: [cni0, br1]
     limit: 7
   beta:
-    enabled: false
+    enabled: False
 `), defs)
 	if err != nil {
 		t.Fatal(err)
@@ -75,6 +79,9 @@ checks:
 	if c.HostRoot != "/host" || c.MetricsAddress != "127.0.0.1:9999" || c.LogLevel != "debug" ||
 		c.Kubeconfig != "/etc/kubernetes/node-doctor.conf" || c.NodeName != "worker-1" || c.ConditionHeartbeat != time.Minute || c.DataplaneReader != ReaderExec {
 		t.Errorf("top level not applied: %+v", c)
+	}
+	if !c.MetricsSecure || c.HealthAddress != "127.0.0.1:9998" || c.MetricsCertFile != "/etc/tls/tls.crt" || c.MetricsKeyFile != "/etc/tls/tls.key" {
+		t.Errorf("secure metrics settings not applied: %+v", c)
 	}
 	a := defs[0]
 	if a.Interval != 30*time.Second || a.Timeout != 2*time.Second {
@@ -100,6 +107,10 @@ func TestLoadRejects(t *testing.T) {
 		"bad format":        {"logFormat: xml\n", `logFormat: "xml" is not one of text, json`},
 		"bad address":       {"metricsAddress: localhost\n", `metricsAddress: "localhost" is not host:port`},
 		"bad port":          {"metricsAddress: \":99999\"\n", `metricsAddress: port "99999"`},
+		"secure not bool":   {"metricsSecure: \"yes\"\n", "metricsSecure (line 1): must be true or false"},
+		"bad health addr":   {"healthAddress: nowhere\n", `healthAddress: "nowhere" is not host:port`},
+		"cert without key":  {"metricsSecure: true\nmetricsCertFile: /a\n", "metricsCertFile, metricsKeyFile: give both or neither"},
+		"cert not secure":   {"metricsCertFile: /a\nmetricsKeyFile: /b\n", "metricsCertFile: only used with metricsSecure: true"},
 		"empty root":        {"hostRoot: \"\"\n", "hostRoot: must not be empty"},
 		"heartbeat range":   {"conditionHeartbeat: 1s\n", "conditionHeartbeat: 1s is out of range 10s to 1h"},
 		"dataplane reader":  {"dataplane:\n  reader: nft\n", `dataplane.reader: "nft" is not one of netlink, exec`},

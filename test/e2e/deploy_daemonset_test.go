@@ -310,8 +310,9 @@ func prometheusBinary() string {
 }
 
 // startPrometheus runs a real Prometheus on loopback, its data in a temp
-// dir, stopped in t.Cleanup. An error says why it could not start.
-func startPrometheus(t *testing.T, c *harness.Cluster, rules string) (*prometheus, error) {
+// dir, stopped in t.Cleanup, scraping with the bearer token in tokenFile.
+// An error says why it could not start.
+func startPrometheus(t *testing.T, c *harness.Cluster, rules, tokenFile string) (*prometheus, error) {
 	t.Helper()
 	dir := t.TempDir()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -321,7 +322,8 @@ func startPrometheus(t *testing.T, c *harness.Cluster, rules string) (*prometheu
 	addr := l.Addr().String()
 	l.Close()
 	// The usual annotation-driven pod job (docs/deploy.md), limited to the
-	// node-doctor namespace, with the node's name as the `node` label.
+	// node-doctor namespace, with the node's name as the `node` label, over
+	// HTTPS with a token allowed to get /metrics.
 	cfg := fmt.Sprintf(`global:
   scrape_interval: 5s
   evaluation_interval: 5s
@@ -333,10 +335,18 @@ scrape_configs:
         kubeconfig_file: %q
         namespaces:
           names: [%s]
+    authorization:
+      credentials_file: %q
+    tls_config:
+      insecure_skip_verify: true
     relabel_configs:
       - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scrape]
         action: keep
         regex: "true"
+      - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_scheme]
+        action: replace
+        target_label: __scheme__
+        regex: (https?)
       - source_labels: [__meta_kubernetes_pod_annotation_prometheus_io_path]
         action: replace
         target_label: __metrics_path__
@@ -352,7 +362,7 @@ scrape_configs:
         target_label: namespace
       - source_labels: [__meta_kubernetes_pod_name]
         target_label: pod
-`, rules, c.Kubeconfig, deployNS)
+`, rules, c.Kubeconfig, deployNS, tokenFile)
 	cfgPath := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -573,8 +583,12 @@ func TestDeployDaemonSet(t *testing.T) {
 		}
 	}
 
-	// A real Prometheus finds the pod through its annotations.
-	prom, promErr := startPrometheus(t, c, rules)
+	// Only a token allowed to get /metrics reads them.
+	tokenFile := checkSecureMetrics(ctx, t, c)
+
+	// A real Prometheus finds the pod through its annotations and scrapes
+	// it over HTTPS with that token.
+	prom, promErr := startPrometheus(t, c, rules, tokenFile)
 	if promErr != nil {
 		// make e2e passes the one hack/prometheus builds: it must work.
 		if os.Getenv("NODE_DOCTOR_PROMETHEUS") != "" {
@@ -593,6 +607,10 @@ func TestDeployDaemonSet(t *testing.T) {
 		t.Logf("prometheus: %d checks ok on %s, e.g. %v", len(res), c.NodeName, res[0].Metric)
 		if r, err := prom.query(`up{job="node-doctor"}`); err != nil || len(r) != 1 {
 			t.Errorf("up{job=node-doctor} = %v, %v; want one target", r, err)
+		}
+		if _, body, err := scrape(ctx, http.DefaultClient, prom.url+"/api/v1/targets?state=active", ""); err != nil ||
+			!strings.Contains(body, `"scrapeUrl":"https://`+net.JoinHostPort(c.NodeIP, "19720")+`/metrics"`) {
+			t.Errorf("prometheus targets (%v): want the agent scraped over https:\n%.1000s", err, body)
 		}
 	}
 

@@ -350,7 +350,12 @@ func TestDeployManifestsRender(t *testing.T) {
 	}
 	objs := renderObjects(t, deployDir(t))
 	kinds := map[string]map[string]any{}
+	var reader map[string]any // the ClusterRole for scrapers
 	for _, o := range objs {
+		if o["kind"] == "ClusterRole" && o["metadata"].(map[string]any)["name"] == "node-doctor-metrics-reader" {
+			reader = o
+			continue
+		}
 		kinds[o["kind"].(string)] = o
 		if o["kind"] != "Namespace" && o["kind"] != "ClusterRole" && o["kind"] != "ClusterRoleBinding" {
 			md := o["metadata"].(map[string]any)
@@ -364,8 +369,14 @@ func TestDeployManifestsRender(t *testing.T) {
 			t.Errorf("no %s rendered", k)
 		}
 	}
-	if len(objs) != 8 {
-		t.Errorf("rendered %d objects, want 8", len(objs))
+	if len(objs) != 9 {
+		t.Errorf("rendered %d objects, want 9", len(objs))
+	}
+	// Scrapers get /metrics and nothing else.
+	if r, _ := yaml.Marshal(reader); string(r) == "null\n" ||
+		!strings.Contains(string(r), "rules:\n    - nonResourceURLs:\n        - /metrics\n      verbs:\n        - get\n") ||
+		strings.Count(string(r), "verbs:") != 1 || strings.Contains(string(r), "resources:") {
+		t.Errorf("ClusterRole node-doctor-metrics-reader:\n%s", r)
 	}
 
 	// Exactly the RBAC of docs/kubernetes.md.
@@ -377,6 +388,9 @@ func TestDeployManifestsRender(t *testing.T) {
 		"discovery.k8s.io/endpointslices": "list,watch",
 		"coordination.k8s.io/leases":      "get,list,watch",
 		"/pods":                           "list,watch",
+		// Secure metrics: the scraper's token and its permission.
+		"authentication.k8s.io/tokenreviews":        "create",
+		"authorization.k8s.io/subjectaccessreviews": "create",
 	}
 	got := map[string]string{}
 	for _, r := range kinds["ClusterRole"]["rules"].([]any) {
@@ -400,7 +414,8 @@ func TestDeployManifestsRender(t *testing.T) {
 		"hostNetwork: true", "priorityClassName: system-node-critical", "operator: Exists",
 		"fieldPath: spec.nodeName", "path: /healthz", "path: /readyz", "readOnlyRootFilesystem: true",
 		"privileged: true",
-		`prometheus.io/scrape: "true"`, `prometheus.io/port: "19720"`,
+		`prometheus.io/scrape: "true"`, `prometheus.io/port: "19720"`, "prometheus.io/scheme: https",
+		"--metrics-secure=true", "--health-address=:19721", "containerPort: 19721", "port: health",
 	} {
 		if !strings.Contains(string(ds), s) {
 			t.Errorf("DaemonSet lacks %q", s)
@@ -450,8 +465,27 @@ func TestDeployManifestsRender(t *testing.T) {
 	for _, o := range po {
 		pk = append(pk, o["kind"].(string))
 	}
-	if strings.Join(pk, ",") != "PodMonitor,PrometheusRule" {
+	if strings.Join(pk, ",") != "ServiceAccount,ClusterRoleBinding,Secret,PodMonitor,PrometheusRule" {
 		t.Errorf("prometheus-operator renders %v", pk)
+	}
+	// The PodMonitor scrapes over HTTPS with the scraper's token, and the
+	// scraper is bound to the reader role.
+	for _, o := range po {
+		b, _ := yaml.Marshal(o)
+		var want []string
+		switch o["kind"] {
+		case "PodMonitor":
+			want = []string{"scheme: https", "type: Bearer", "name: node-doctor-metrics-scraper", "key: token", "insecureSkipVerify: true"}
+		case "Secret":
+			want = []string{"type: kubernetes.io/service-account-token", "kubernetes.io/service-account.name: node-doctor-metrics-scraper"}
+		case "ClusterRoleBinding":
+			want = []string{"name: node-doctor-metrics-reader", "name: node-doctor-metrics-scraper", "namespace: node-doctor"}
+		}
+		for _, w := range want {
+			if !strings.Contains(string(b), w) {
+				t.Errorf("prometheus-operator %s lacks %q:\n%s", o["kind"], w, b)
+			}
+		}
 	}
 }
 

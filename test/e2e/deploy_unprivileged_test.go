@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -200,17 +199,18 @@ func procCaps(t *testing.T, pid int) (eff, bnd uint64) {
 
 var checkStatusLine = regexp.MustCompile(`^node_doctor_check_status\{check="([^"]+)",status="([^"]+)"\} 1$`)
 
-// agentStatuses scrapes the running agent's /metrics (hostNetwork: the
-// node's loopback) for each check's current status.
-func agentStatuses(ctx context.Context) (map[string]string, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:19720/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
+// agentStatuses scrapes the running agent's secure /metrics (hostNetwork:
+// the node's loopback) with token for each check's current status.
+func agentStatuses(ctx context.Context, token string) (map[string]string, error) {
+	code, body, err := scrape(ctx, insecureTLS, "https://127.0.0.1:19720/metrics", token)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("GET /metrics: %d %s", code, body)
+	}
 	out := map[string]string{}
-	sc := bufio.NewScanner(io.LimitReader(resp.Body, 8<<20))
+	sc := bufio.NewScanner(strings.NewReader(body))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		if m := checkStatusLine.FindStringSubmatch(sc.Text()); m != nil {
@@ -336,10 +336,14 @@ func TestDeployUnprivileged(t *testing.T) {
 			t.Errorf("%s written by the unprivileged agent, whose kernel-log check is off: %s", typ, condString(cond))
 		}
 	}
-	st, err := agentStatuses(ctx)
-	if err != nil {
-		t.Fatalf("agent metrics: %v", err)
-	}
+	// RBAC may take a moment to see the new binding.
+	token := scraperToken(ctx, t, c, "scraper", true)
+	var st map[string]string
+	waitFor(t, "the agent's metrics with a reader-bound token", time.Minute, func() (bool, string) {
+		var err error
+		st, err = agentStatuses(ctx, token)
+		return err == nil, fmt.Sprint(err)
+	})
 	t.Logf("the running agent's check statuses: %v", st)
 	for n, s := range st {
 		if s == "error" {
