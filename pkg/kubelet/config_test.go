@@ -114,3 +114,46 @@ func FuzzHealthzAddress(f *testing.F) {
 		}
 	})
 }
+
+func TestParseDNSConfig(t *testing.T) {
+	yamlFile, err := os.ReadFile("testdata/kubelet-config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := ParseCmdline([]string{"kubelet", "--cluster-dns=10.0.0.10,10.0.0.11", "--resolv-conf", "/run/systemd/resolve/resolv.conf"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name                      string
+		config                    []byte
+		flags                     Flags
+		dns, from, domain, resolv string
+		resolvFrom                string
+		err                       string
+	}{
+		{name: "defaults", dns: "", from: "the kubelet default (none)", resolv: "/etc/resolv.conf", resolvFrom: "the kubelet default"},
+		{name: "file", config: yamlFile, dns: "10.96.0.10", from: "clusterDNS in /etc/kubelet.yaml", domain: "cluster.local", resolv: "/etc/resolv.conf", resolvFrom: "the kubelet default"},
+		{name: "flags override", config: yamlFile, flags: f, dns: "10.0.0.10,10.0.0.11", from: "the kubelet's --cluster-dns flag", domain: "cluster.local",
+			resolv: "/run/systemd/resolve/resolv.conf", resolvFrom: "the kubelet's --resolv-conf flag"},
+		{name: "empty resolvConf", config: []byte(`{"resolvConf": ""}`), from: "the kubelet default (none)", resolvFrom: "resolvConf in /etc/kubelet.yaml"},
+		{name: "not an IP", config: []byte("clusterDNS: [kube-dns]\n"), err: "not an IP address"},
+		{name: "bad file", config: []byte("clusterDNS: [\n"), err: "kubelet config file /etc/kubelet.yaml"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := ParseDNSConfig(tc.config, "/etc/kubelet.yaml", tc.flags)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(d.ClusterDNS, ","); got != tc.dns || d.ClusterDNSSource != tc.from || d.ClusterDomain != tc.domain || d.ResolvConf != tc.resolv || d.ResolvConfFrom != tc.resolvFrom {
+				t.Errorf("got %+v", d)
+			}
+		})
+	}
+}
