@@ -152,6 +152,7 @@ func (g *globals) setup(flags *pflag.FlagSet, stderr io.Writer) (*setup, error) 
 		Clock:     clock.RealClock{},
 		CRI:       criSource,
 		Pods:      criSource,
+		PodIPs:    criSource,
 		APIPods:   informers,
 	})
 	cfg := config.Default()

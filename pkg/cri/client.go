@@ -353,6 +353,16 @@ func (c *Client) ContainerStatus(ctx context.Context, id string, verbose bool) (
 	return r, err
 }
 
+// PodSandboxStatus returns one sandbox's status (its IPs among it).
+func (c *Client) PodSandboxStatus(ctx context.Context, id string, verbose bool) (*runtimeapi.PodSandboxStatusResponse, error) {
+	var r *runtimeapi.PodSandboxStatusResponse
+	err := c.call(ctx, "sandbox status of "+shortID(id), func(ctx context.Context, cn *conn) (err error) {
+		r, err = cn.rs.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id, Verbose: verbose})
+		return err
+	})
+	return r, err
+}
+
 // ListImages lists images.
 func (c *Client) ListImages(ctx context.Context, f *runtimeapi.ImageFilter) ([]*runtimeapi.Image, error) {
 	var r *runtimeapi.ListImagesResponse
