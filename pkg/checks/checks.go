@@ -92,6 +92,18 @@ func (p podAddrs) PodAddrs(ctx context.Context) ([]netcheck.PodAddr, error) {
 	return out, err
 }
 
+// kubeletDNS gives netcheck the kubelet's DNS settings.
+type kubeletDNS struct{ s kubelet.DNSSource }
+
+func (k kubeletDNS) KubeletDNS(ctx context.Context) (netcheck.KubeletDNSConfig, bool, error) {
+	if k.s.FS == nil {
+		return netcheck.KubeletDNSConfig{}, false, nil
+	}
+	c, found, err := k.s.KubeletDNS(ctx)
+	return netcheck.KubeletDNSConfig{ClusterDNS: c.ClusterDNS, ClusterDNSFrom: c.ClusterDNSSource, ClusterDomain: c.ClusterDomain,
+		ResolvConf: c.ResolvConf, ResolvConfFrom: c.ResolvConfFrom}, found, err
+}
+
 // tickerClock is Clock when it has tickers, else nil (the real clock).
 func (d Deps) tickerClock() clock.WithTicker {
 	c, _ := d.Clock.(clock.WithTicker)
@@ -109,6 +121,7 @@ func All(d Deps) []*check.Definition {
 		netcheck.IPTablesBackends(d.kubeProxy()),
 		netcheck.ForwardPolicy(d.kubeProxy(), d.podRanges()),
 		netcheck.PodCIDRRoute(d.Services, d.Routes),
+		netcheck.ClusterDNS(netcheck.ClusterDNSDeps{Kubelet: kubeletDNS{kubelet.DNSSource{FS: d.HostFS}}, Services: d.Services, FS: d.HostFS, Addrs: netcheck.HostAddrs{}}),
 		netcheck.Conntrack(d.HostFS, d.Conntrack),
 		cri.RuntimeCheck(d.CRI),
 		cri.RuntimeReadyCheck(d.CRI),

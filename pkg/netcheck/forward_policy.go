@@ -15,6 +15,9 @@ import (
 type ForwardSettings struct {
 	PodCIDRs     []string `yaml:"podCIDRs"`
 	ServiceCIDRs []string `yaml:"serviceCIDRs"`
+	// RangeSources picks the pod range sources (node, kube-proxy, cni,
+	// pods); empty: all.
+	RangeSources []string `yaml:"rangeSources"`
 }
 
 // Validate parses the ranges.
@@ -22,6 +25,11 @@ func (s *ForwardSettings) Validate() error {
 	for _, c := range append(append([]string{}, s.PodCIDRs...), s.ServiceCIDRs...) {
 		if _, err := netip.ParsePrefix(c); err != nil {
 			return fmt.Errorf("CIDR %q: %w", c, err)
+		}
+	}
+	for _, n := range s.RangeSources {
+		if rangeSourceNames[n] == "" {
+			return fmt.Errorf("rangeSources: %q is not one of node, kube-proxy, cni, pods", n)
 		}
 	}
 	return nil
@@ -48,10 +56,11 @@ func ForwardPolicy(d KubeProxyDeps, ranges PodRanges) check.Definition {
 				pods = append(pods, PodRange{Prefix: p, Source: RangeFromSetting})
 			}
 			if len(pods) == 0 && ranges != nil {
-				var err error
-				if pods, err = ranges.PodRanges(ctx); err != nil {
+				all, err := ranges.PodRanges(ctx)
+				if err != nil {
 					return nil, err
 				}
+				pods = SelectPodRanges(all, s.RangeSources)
 			}
 			if len(pods) == 0 {
 				return nil, check.NotApplicable("the pod ranges of this node are not known (no spec.podCIDRs on the Node, no clusterCIDR from kube-proxy, no host-local ranges in the CNI config, no pod IPs from the runtime, and no podCIDRs setting)")

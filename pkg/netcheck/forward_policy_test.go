@@ -129,6 +129,7 @@ func TestPodRangeSources(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := tc.s.PodRanges(context.Background())
+			r = SelectPodRanges(r, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -136,6 +137,32 @@ func TestPodRangeSources(t *testing.T) {
 				t.Errorf("got %q\nwant %q", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestSelectPodRanges(t *testing.T) {
+	all := []PodRange{
+		{Prefix: netip.MustParsePrefix("10.244.0.0/24"), Source: RangeFromKubeProxy},
+		{Prefix: netip.MustParsePrefix("10.244.0.0/24"), Source: RangeFromCNI, Origin: "/etc/cni/net.d/10-bridge.conflist"},
+		{Prefix: netip.MustParsePrefix("10.244.0.5/32"), Source: RangeFromPodIP, Origin: "default/web"},
+	}
+	for src, want := range map[string]string{
+		"":     "10.244.0.0/24 (kube-proxy's clusterCIDR)",
+		"cni":  "10.244.0.0/24 (the CNI config /etc/cni/net.d/10-bridge.conflist)",
+		"pods": "10.244.0.5/32 (the IP of pod default/web)",
+		"node": "",
+	} {
+		var srcs []string
+		if src != "" {
+			srcs = []string{src}
+		}
+		var got []string
+		for _, r := range SelectPodRanges(all, srcs) {
+			got = append(got, r.String())
+		}
+		if strings.Join(got, "; ") != want {
+			t.Errorf("sources %q: %v, want %s", src, got, want)
+		}
 	}
 }
 

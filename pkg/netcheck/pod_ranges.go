@@ -74,18 +74,13 @@ type PodRangeSources struct {
 // maxPodAddrs bounds the pod IPs kept when no range covers them.
 const maxPodAddrs = 16
 
-// PodRanges returns the ranges of every source that answers; the pod IPs
-// only where no range covers them. It fails only when every source that
-// exists failed.
+// PodRanges returns the ranges of every source that answers, each as its
+// source gave it (see SelectPodRanges). It fails only when every source
+// that exists failed.
 func (s PodRangeSources) PodRanges(ctx context.Context) ([]PodRange, error) {
 	var out []PodRange
 	var errs []error
 	add := func(p netip.Prefix, src, origin string) {
-		for _, r := range out {
-			if r.Prefix == p {
-				return
-			}
-		}
 		out = append(out, PodRange{Prefix: p.Masked(), Source: src, Origin: origin})
 	}
 	if s.Node != nil {
@@ -128,12 +123,7 @@ func (s PodRangeSources) PodRanges(ctx context.Context) ([]PodRange, error) {
 		if err != nil {
 			errs = append(errs, err)
 		}
-		n := 0
 		for _, a := range addrs {
-			if covered(a.IP, out) || n >= maxPodAddrs {
-				continue
-			}
-			n++
 			add(netip.PrefixFrom(a.IP, a.IP.BitLen()), RangeFromPodIP, a.Pod)
 		}
 	}
@@ -141,6 +131,41 @@ func (s PodRangeSources) PodRanges(ctx context.Context) ([]PodRange, error) {
 		return nil, fmt.Errorf("pod ranges: %w", errors.Join(errs...))
 	}
 	return out, nil
+}
+
+// Range source names of the forward-policy rangeSources setting.
+var rangeSourceNames = map[string]string{
+	"node": RangeFromNode, "kube-proxy": RangeFromKubeProxy, "cni": RangeFromCNI, "pods": RangeFromPodIP,
+}
+
+// SelectPodRanges keeps the ranges of the named sources (nil: all), each
+// prefix once (the first source wins, in the order Node, kube-proxy, CNI,
+// pods), and pod IPs only where no kept range covers them, at most
+// maxPodAddrs.
+func SelectPodRanges(all []PodRange, sources []string) []PodRange {
+	want := map[string]bool{}
+	for _, n := range sources {
+		want[rangeSourceNames[n]] = true
+	}
+	var out []PodRange
+	seen := map[netip.Prefix]bool{}
+	for _, r := range all {
+		if (len(want) > 0 && !want[r.Source]) || r.Source == RangeFromPodIP || seen[r.Prefix] {
+			continue
+		}
+		seen[r.Prefix] = true
+		out = append(out, r)
+	}
+	n := 0
+	for _, r := range all {
+		if r.Source != RangeFromPodIP || (len(want) > 0 && !want[r.Source]) || seen[r.Prefix] || covered(r.Prefix.Addr(), out) || n >= maxPodAddrs {
+			continue
+		}
+		seen[r.Prefix] = true
+		n++
+		out = append(out, r)
+	}
+	return out
 }
 
 func covered(a netip.Addr, rs []PodRange) bool {
