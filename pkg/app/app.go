@@ -7,12 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
-	"net"
 	"os"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
@@ -44,12 +43,18 @@ func (e *exitError) Unwrap() error { return e.err }
 // globals are the flags every command takes.
 type globals struct {
 	configFile string
-	hostRoot   string
-	logLevel   string
-	logFormat  string
-	only, skip []string
+	// Flags given win over the config file.
+	hostRoot, logLevel, logFormat optString
+	only, skip                    []string
 	// CRI endpoints; empty means resolve like crictl.
 	runtimeEndpoint, imageEndpoint string
+}
+
+// commandFlags are a command's own flags: those that override the config
+// file, and what it adds to the checks once they are built.
+type commandFlags interface {
+	override(c *config.Config) error
+	addToChecks(s *setup) error
 }
 
 // Main runs node-doctor with args and returns its exit code.
@@ -85,6 +90,7 @@ what is broken with what to do about it, and only reads.
 
   node-doctor check        one-shot report on the terminal (or -o json|yaml)
   node-doctor run          the agent: checks on intervals, /metrics, /healthz, /readyz
+  node-doctor explain      one Service's path (rule by rule, against the API) or one pod on this node
   node-doctor version      print the version
 
 Exit codes of check: 0 healthy, 1 problems found or a check could not run,
@@ -99,53 +105,106 @@ Exit codes of check: 0 healthy, 1 problems found or a check could not run,
 	})
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.configFile, "config", "", "path of a YAML config file (optional; built-in defaults apply without one)")
-	pf.StringVar(&g.hostRoot, "host-root", "/", "where the node's filesystem is mounted: / on the host, /host in a pod that mounts it there")
-	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	stringFlag(pf, &g.hostRoot, "host-root", "/", "where the node's filesystem is mounted: / on the host, /host in a pod that mounts it there")
+	stringFlag(pf, &g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	stringFlag(pf, &g.logFormat, "log-format", "text", "log format: text or json")
 	pf.StringSliceVar(&g.only, "only", nil, "run only these checks (comma-separated names; see 'node-doctor check --list')")
 	pf.StringSliceVar(&g.skip, "skip", nil, "do not run these checks (comma-separated names)")
 	pf.StringVar(&g.runtimeEndpoint, "runtime-endpoint", "", "CRI runtime endpoint (unix:///run/containerd/containerd.sock); default: like crictl, $CONTAINER_RUNTIME_ENDPOINT, then /etc/crictl.yaml, then the containerd, CRI-O and cri-dockerd sockets, all under --host-root")
 	pf.StringVar(&g.imageEndpoint, "image-endpoint", "", "CRI image endpoint; default: $IMAGE_SERVICE_ENDPOINT, /etc/crictl.yaml, then the runtime endpoint")
-	root.AddCommand(newCheckCommand(g), newRunCommand(g), newVersionCommand())
+	root.AddCommand(newCheckCommand(g), newRunCommand(g), newExplainCommand(g), newVersionCommand())
 	return root
 }
 
-// setup merges file and flags, validates, and builds the selected checks.
+// setup is what a command runs with: the final config, the dependencies
+// built from it, and the checks built on them.
 type setup struct {
 	cfg  config.Config
+	file *config.File // nil without --config
+	deps checks.Deps
 	all  []*check.Definition // every check, for the condition types node-doctor owns
 	defs []*check.Definition // the checks that run
 	log  *slog.Logger
+	// level is the log level in force; a reload changes it.
+	level *slog.LevelVar
 	// criMetrics describe the runtime and every CRI call.
 	criMetrics *cri.Metrics
+	// criClient and criSource are the runtime the checks read.
+	criClient *cri.Client
+	criSource *cri.Source
 	// informers are the process's shared Services/EndpointSlices/Node
 	// informers, connected once a cluster is known.
 	informers *kube.Informers
+	// hostFS is the node's filesystem under the host root.
+	hostFS fs.FS
 	// noKube, when set, turns reporting to Kubernetes off and says why.
 	noKube error
 }
 
-func (g *globals) setup(flags *pflag.FlagSet, stderr io.Writer) (*setup, error) {
+// setup reads the config file and the flags, builds the dependencies from
+// the final config, then the checks, and applies the file's check sections
+// to them.
+func (g *globals) setup(cf commandFlags, stderr io.Writer) (*setup, error) {
 	fail := func(err error) (*setup, error) { return nil, &exitError{ExitFailure, err} }
-	// Checks are built before the config is read so the file can be checked
-	// against them; the host root only takes effect through hostFS.
-	var hostFS lazyFS
-	hostRoot := "/"
-	criMetrics := cri.NewMetrics()
-	criClient := cri.NewClient(cri.ClientOptions{
-		Endpoints: cri.EndpointOptions{RuntimeEndpoint: g.runtimeEndpoint, ImageEndpoint: g.imageEndpoint, Getenv: os.Getenv, HostFS: &hostFS},
-		Dial:      func(ctx context.Context, p string) (net.Conn, error) { return cri.UnixDialer(hostRoot)(ctx, p) },
-		Observer:  criMetrics.Observe,
+	file, cfg, err := g.loadConfig(cf)
+	if err != nil {
+		return fail(err)
+	}
+	if fi, err := os.Stat(cfg.HostRoot); err != nil || !fi.IsDir() {
+		return fail(fmt.Errorf("host root %q is not a directory", cfg.HostRoot))
+	}
+	s := &setup{cfg: cfg, file: file, criMetrics: cri.NewMetrics(), informers: kube.NewInformers()}
+	s.log, s.level = newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	g.buildSources(s)
+	if err := g.buildChecks(s, cf); err != nil {
+		return fail(err)
+	}
+	return s, nil
+}
+
+// loadConfig parses the config file, when there is one, and lets the flags
+// given override it.
+func (g *globals) loadConfig(cf commandFlags) (*config.File, config.Config, error) {
+	var file *config.File
+	cfg := config.Default()
+	if g.configFile != "" {
+		var err error
+		if file, err = config.ParseFile(g.configFile); err != nil {
+			return nil, cfg, err
+		}
+		cfg = file.Config
+	}
+	g.hostRoot.to(&cfg.HostRoot)
+	g.logLevel.to(&cfg.LogLevel)
+	g.logFormat.to(&cfg.LogFormat)
+	if err := cf.override(&cfg); err != nil {
+		return nil, cfg, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, cfg, fmt.Errorf("invalid flags: %w", err)
+	}
+	return file, cfg, nil
+}
+
+// buildSources builds what the checks read from, for the host at
+// s.cfg.HostRoot.
+func (g *globals) buildSources(s *setup) {
+	s.hostFS = host.FS(s.cfg.HostRoot)
+	s.criClient = cri.NewClient(cri.ClientOptions{
+		Endpoints: cri.EndpointOptions{RuntimeEndpoint: g.runtimeEndpoint, ImageEndpoint: g.imageEndpoint, Getenv: os.Getenv, HostFS: s.hostFS},
+		Dial:      cri.UnixDialer(s.cfg.HostRoot),
+		Observer:  s.criMetrics.Observe,
 	})
-	criSource := cri.NewSource(criClient, cri.SourceOptions{Metrics: criMetrics})
-	informers := kube.NewInformers()
-	defs := checks.All(checks.Deps{
+	s.criSource = cri.NewSource(s.criClient, cri.SourceOptions{Metrics: s.criMetrics})
+	informers := s.informers
+	criSource := s.criSource
+	s.deps = checks.Deps{
 		Services:  informers,
 		Node:      informers,
 		IPTables:  netcheck.ExecIPTablesSaver{},
 		NFT:       netcheck.ExecNFT{},
 		IPVS:      netcheck.MobyIPVS{},
-		HostFS:    &hostFS,
+		HostFS:    s.hostFS,
 		Bridges:   netcheck.NetlinkBridges{NS: -1},
 		Routes:    netcheck.NetlinkRoutes{NS: -1},
 		Conntrack: netcheck.Ctnetlink{NS: -1},
@@ -154,48 +213,32 @@ func (g *globals) setup(flags *pflag.FlagSet, stderr io.Writer) (*setup, error) 
 		Pods:      criSource,
 		PodIPs:    criSource,
 		APIPods:   informers,
-	})
-	cfg := config.Default()
-	if g.configFile != "" {
-		var err error
-		if cfg, err = config.LoadFile(g.configFile, defs); err != nil {
-			return fail(err)
-		}
 	}
-	override := func(name string, dst *string, v string) {
-		if flags.Changed(name) {
-			*dst = v
-		}
-	}
-	override("host-root", &cfg.HostRoot, g.hostRoot)
-	override("log-level", &cfg.LogLevel, g.logLevel)
-	override("log-format", &cfg.LogFormat, g.logFormat)
-	for name, dst := range map[string]*string{"metrics-address": &cfg.MetricsAddress, "kubeconfig": &cfg.Kubeconfig, "node-name": &cfg.NodeName} {
-		if f := flags.Lookup(name); f != nil && f.Changed {
-			*dst = f.Value.String()
-		}
-	}
-	if f := flags.Lookup("condition-heartbeat"); f != nil && f.Changed {
-		cfg.ConditionHeartbeat, _ = flags.GetDuration("condition-heartbeat")
-	}
-	if err := cfg.Validate(); err != nil {
-		return fail(fmt.Errorf("invalid flags: %w", err))
-	}
-	if fi, err := os.Stat(cfg.HostRoot); err != nil || !fi.IsDir() {
-		return fail(fmt.Errorf("host root %q is not a directory", cfg.HostRoot))
-	}
-	hostFS.FS = host.FS(cfg.HostRoot)
-	hostRoot = cfg.HostRoot
-	selected, err := check.Select(defs, g.only, g.skip, cfg.Disabled)
-	if err != nil {
-		return fail(err)
-	}
-	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
-	return &setup{cfg: cfg, all: defs, defs: selected, log: log, criMetrics: criMetrics, informers: informers}, nil
 }
 
-func newLogger(w io.Writer, level, format string) *slog.Logger {
-	var lvl slog.Level
+// buildChecks builds every check on s.deps, applies the file's check
+// sections and the command's additions, and selects those that run.
+func (g *globals) buildChecks(s *setup, cf commandFlags) error {
+	s.all = checks.All(s.deps)
+	s.cfg.Disabled = map[string]bool{}
+	if s.file != nil {
+		if err := s.file.ApplyChecks(s.all, s.cfg.Disabled); err != nil {
+			return err
+		}
+	}
+	if err := cf.addToChecks(s); err != nil {
+		return err
+	}
+	selected, err := check.Select(s.all, g.only, g.skip, s.cfg.Disabled)
+	if err != nil {
+		return err
+	}
+	s.defs = selected
+	return nil
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, *slog.LevelVar) {
+	lvl := new(slog.LevelVar)
 	_ = lvl.UnmarshalText([]byte(level)) // validated by config
 	opts := &slog.HandlerOptions{Level: lvl}
 	var h slog.Handler = slog.NewTextHandler(w, opts)
@@ -207,5 +250,5 @@ func newLogger(w io.Writer, level, format string) *slog.Logger {
 	// Checks that log from their own goroutines (kernel-log, custom-plugin)
 	// use the default logger.
 	slog.SetDefault(l)
-	return l
+	return l, lvl
 }

@@ -10,15 +10,29 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/node-doctor/node-doctor/pkg/check"
+	"github.com/node-doctor/node-doctor/pkg/config"
 	"github.com/node-doctor/node-doctor/pkg/kube"
 	"github.com/node-doctor/node-doctor/pkg/report"
 	"github.com/node-doctor/node-doctor/pkg/version"
 )
 
+// checkFlags are the check command's flags that override the config file.
+type checkFlags struct {
+	kubeconfig, nodeName optString
+}
+
+func (f *checkFlags) override(c *config.Config) error {
+	f.kubeconfig.to(&c.Kubeconfig)
+	f.nodeName.to(&c.NodeName)
+	return nil
+}
+
+func (f *checkFlags) addToChecks(*setup) error { return nil }
+
 func newCheckCommand(g *globals) *cobra.Command {
+	var cf checkFlags
 	var output, color string
 	var verbose, list bool
 	cmd := &cobra.Command{
@@ -45,7 +59,7 @@ Exit code: 0 healthy, 1 a problem was found or a check could not run,
 			default:
 				return &exitError{ExitFailure, fmt.Errorf("--color %q is not one of auto, always, never", color)}
 			}
-			s, err := g.setup(cmd.Flags(), cmd.ErrOrStderr())
+			s, err := g.setup(&cf, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -54,7 +68,7 @@ Exit code: 0 healthy, 1 a problem was found or a check could not run,
 			}
 			// The node the checks read in the API is the one the report names.
 			node, nodeErr := kube.NodeName(s.cfg.NodeName, os.Getenv, os.Hostname)
-			stop := connectOnce(cmd.Context(), s, node, nodeErr)
+			stop := connectOnce(cmd.Context(), s)
 			results := check.NewRunner(s.defs, nil, nil).RunOnce(cmd.Context())
 			stop()
 			if nodeErr != nil {
@@ -86,8 +100,8 @@ Exit code: 0 healthy, 1 a problem was found or a check could not run,
 	f.StringVar(&color, "color", "auto", "colour the table: auto (only on a terminal, and not when NO_COLOR is set), always or never")
 	f.BoolVarP(&verbose, "verbose", "v", false, "show every finding with its details, healthy ones too, and each check of an area that does not apply as a whole (one row without it)")
 	f.BoolVar(&list, "list", false, "list the checks that would run, and exit")
-	f.String("kubeconfig", "", "kubeconfig to read Services, EndpointSlices, this Node and its Pods with, only reading (default: in-cluster config when in a pod; none: the checks that compare with the API do not apply)")
-	f.String("node-name", "", "this node's name in Kubernetes, the Node the data-plane checks read and the report names (default: $NODE_NAME, then the hostname)")
+	stringFlag(f, &cf.kubeconfig, "kubeconfig", "", "kubeconfig to read Services, EndpointSlices, this Node and its Pods with, only reading (default: in-cluster config when in a pod; none: the checks that compare with the API do not apply)")
+	stringFlag(f, &cf.nodeName, "node-name", "", "this node's name in Kubernetes, the Node the data-plane checks read and the report names (default: $NODE_NAME, then the hostname)")
 	return cmd
 }
 
@@ -120,26 +134,19 @@ func listChecks(cmd *cobra.Command, defs []*check.Definition) error {
 
 // connectOnce connects the shared informers for one report, when a cluster
 // is configured, and waits for their first list. The returned func stops them.
-func connectOnce(ctx context.Context, s *setup, node string, nodeErr error) func() {
-	rc, err := kube.RESTConfig(kube.ClientOptions{Kubeconfig: s.cfg.Kubeconfig, QPS: 20, Burst: 40, UserAgent: "node-doctor/" + versionString()})
+func connectOnce(ctx context.Context, s *setup) func() {
+	_, err := kube.Connect(kube.ConnectOptions{
+		ClientOptions: kube.ClientOptions{Kubeconfig: s.cfg.Kubeconfig, QPS: 20, Burst: 40, UserAgent: "node-doctor/" + versionString()},
+		NodeName:      s.cfg.NodeName,
+		Informers:     s.informers,
+	})
 	if err != nil {
 		if !errors.Is(err, kube.ErrNoCluster) {
 			s.log.Warn("no cluster access", "err", err)
 		}
-		s.informers.Disconnected(err)
-		return func() {}
-	}
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		s.informers.Disconnected(fmt.Errorf("kube: client: %w", err))
-		return func() {}
-	}
-	if nodeErr != nil {
-		s.informers.Disconnected(nodeErr)
 		return func() {}
 	}
 	ictx, cancel := context.WithCancel(ctx)
-	s.informers.Connect(cs, node, 0)
 	if err := s.informers.Start(ictx, 30*time.Second); err != nil {
 		s.log.Warn("kubernetes informers not synced", "err", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/node-doctor/node-doctor/pkg/check"
+	"github.com/node-doctor/node-doctor/pkg/config"
 	"github.com/node-doctor/node-doctor/pkg/kernel"
 	"github.com/node-doctor/node-doctor/pkg/kubelet"
 	"github.com/node-doctor/node-doctor/pkg/plugin"
@@ -21,12 +22,12 @@ import (
 // flags win where both are given.
 type npdFlags struct {
 	systemLog, customPlugin, systemStats []string
-	k8sExporter                          bool
-	promAddress                          string
-	promPort                             int
-	hostname                             string
-	heartbeat                            time.Duration
-	apiserverOverride                    string
+	k8sExporter                          optBool
+	promAddress                          optString
+	promPort                             optInt
+	hostname                             optString
+	heartbeat                            optDuration
+	apiserverOverride                    optString
 	// NPD's own health server and klog's flags: accepted, nothing to do.
 	address   string
 	port      int
@@ -38,12 +39,12 @@ func (n *npdFlags) register(f *pflag.FlagSet) {
 	f.StringSliceVar(&n.systemLog, "config.system-log-monitor", nil, npd+"system-log-monitor config files (comma-separated), added to checks.kernel-log.ruleFiles")
 	f.StringSliceVar(&n.customPlugin, "config.custom-plugin-monitor", nil, npd+"custom plugin monitor config files, added to checks.custom-plugin.monitors; NPD's health-checker configs are mapped onto the native checks; those node-doctor cannot run (log-counter) are logged with why and skipped")
 	f.StringSliceVar(&n.systemStats, "config.system-stats-monitor", nil, npd+"system-stats-monitor config files: logged as not run (node_exporter exports host statistics)")
-	f.BoolVar(&n.k8sExporter, "enable-k8s-exporter", true, npd+"false turns reporting to Kubernetes off")
-	f.StringVar(&n.promAddress, "prometheus-address", "127.0.0.1", npd+"with --prometheus-port, where /metrics is served (NPD's metrics problem_gauge and problem_counter are among them)")
-	f.IntVar(&n.promPort, "prometheus-port", 20257, npd+"port of /metrics; 0 keeps node-doctor's --metrics-address")
-	f.StringVar(&n.hostname, "hostname-override", "", npd+"same as --node-name")
-	f.DurationVar(&n.heartbeat, "k8s-exporter-heartbeat-period", 5*time.Minute, npd+"same as --condition-heartbeat")
-	f.StringVar(&n.apiserverOverride, "apiserver-override", "", npd+"not taken: give --kubeconfig instead")
+	boolFlag(f, &n.k8sExporter, "enable-k8s-exporter", true, npd+"false turns reporting to Kubernetes off")
+	stringFlag(f, &n.promAddress, "prometheus-address", "127.0.0.1", npd+"with --prometheus-port, where /metrics is served (NPD's metrics problem_gauge and problem_counter are among them)")
+	intFlag(f, &n.promPort, "prometheus-port", 20257, npd+"port of /metrics; 0 keeps node-doctor's --metrics-address")
+	stringFlag(f, &n.hostname, "hostname-override", "", npd+"same as --node-name")
+	durationFlag(f, &n.heartbeat, "k8s-exporter-heartbeat-period", 5*time.Minute, npd+"same as --condition-heartbeat")
+	stringFlag(f, &n.apiserverOverride, "apiserver-override", "", npd+"not taken: give --kubeconfig instead")
 	f.StringVar(&n.address, "address", "127.0.0.1", npd+"NPD's health server address: accepted, /healthz is served on --metrics-address")
 	f.IntVar(&n.port, "port", 20256, npd+"NPD's health server port: accepted, see --address")
 	f.BoolVar(&n.logStderr, "logtostderr", true, "klog's flag, as NPD's manifests pass it: accepted, node-doctor logs to stderr")
@@ -52,36 +53,42 @@ func (n *npdFlags) register(f *pflag.FlagSet) {
 	}
 }
 
-// apply folds the NPD flags that were given into the setup, after the
-// config file and before anything is built from it.
-func (n *npdFlags) apply(s *setup, f *pflag.FlagSet) error {
-	changed := func(name string) bool { return f.Changed(name) }
-	if changed("apiserver-override") && n.apiserverOverride != "" {
+// override folds the NPD flags that were given into the config, after the
+// config file; node-doctor's own flags (rf) win where both are given.
+func (n *npdFlags) override(c *config.Config, rf *runFlags) error {
+	if n.apiserverOverride.set && n.apiserverOverride.v != "" {
 		return fmt.Errorf("--apiserver-override (node-problem-detector's) is not taken: its URL options are NPD's own; give --kubeconfig, or nothing in a pod")
 	}
-	if changed("prometheus-address") || changed("prometheus-port") {
-		if !changed("metrics-address") && n.promPort != 0 {
-			if net.ParseIP(n.promAddress) == nil && n.promAddress != "" {
-				return fmt.Errorf("--prometheus-address %q is not an IP address", n.promAddress)
+	if n.promAddress.set || n.promPort.set {
+		if !rf.metricsAddress.set && n.promPort.v != 0 {
+			if net.ParseIP(n.promAddress.v) == nil && n.promAddress.v != "" {
+				return fmt.Errorf("--prometheus-address %q is not an IP address", n.promAddress.v)
 			}
-			if n.promPort < 0 || n.promPort > 65535 {
-				return fmt.Errorf("--prometheus-port %d is not a port", n.promPort)
+			if n.promPort.v < 0 || n.promPort.v > 65535 {
+				return fmt.Errorf("--prometheus-port %d is not a port", n.promPort.v)
 			}
-			s.cfg.MetricsAddress = net.JoinHostPort(n.promAddress, strconv.Itoa(n.promPort))
+			c.MetricsAddress = net.JoinHostPort(n.promAddress.v, strconv.Itoa(n.promPort.v))
 		}
 	}
-	if changed("hostname-override") && !changed("node-name") {
-		s.cfg.NodeName = n.hostname
+	if n.hostname.set && !rf.nodeName.set {
+		c.NodeName = n.hostname.v
 	}
-	if changed("k8s-exporter-heartbeat-period") && !changed("condition-heartbeat") {
-		s.cfg.ConditionHeartbeat = n.heartbeat
+	if n.heartbeat.set && !rf.heartbeat.set {
+		c.ConditionHeartbeat = n.heartbeat.v
 	}
-	if changed("enable-k8s-exporter") && !n.k8sExporter {
-		s.noKube = errors.New("reporting to Kubernetes turned off by --enable-k8s-exporter=false")
+	return nil
+}
+
+// noKube says why reporting to Kubernetes is off by NPD's flag, or nil.
+func (n *npdFlags) noKube() error {
+	if n.k8sExporter.set && !n.k8sExporter.v {
+		return errors.New("reporting to Kubernetes turned off by --enable-k8s-exporter=false")
 	}
-	if err := s.cfg.Validate(); err != nil {
-		return fmt.Errorf("invalid flags: %w", err)
-	}
+	return nil
+}
+
+// addToChecks adds the NPD monitor configs given to the checks' settings.
+func (n *npdFlags) addToChecks(s *setup) error {
 	for _, file := range n.systemStats {
 		s.log.Warn("not run: node-problem-detector system-stats-monitor config", "file", file,
 			"why", "node-doctor does not collect host statistics; node_exporter exports them")

@@ -6,11 +6,12 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/node-doctor/node-doctor/pkg/check"
 	"github.com/node-doctor/node-doctor/pkg/config"
@@ -30,9 +31,30 @@ type kubeFlags struct {
 	eventsLogs bool
 }
 
+// runFlags are the run command's flags.
+type runFlags struct {
+	// Flags given win over the config file.
+	metricsAddress, kubeconfig, nodeName optString
+	heartbeat                            optDuration
+	kube                                 kubeFlags
+	npd                                  npdFlags
+	// configPoll is how often the config file is read for changes.
+	configPoll time.Duration
+}
+
+func (f *runFlags) override(c *config.Config) error {
+	f.metricsAddress.to(&c.MetricsAddress)
+	f.kubeconfig.to(&c.Kubeconfig)
+	f.nodeName.to(&c.NodeName)
+	f.heartbeat.to(&c.ConditionHeartbeat)
+	return f.npd.override(c, f)
+}
+
+func (f *runFlags) addToChecks(s *setup) error { return f.npd.addToChecks(s) }
+
 func newRunCommand(g *globals) *cobra.Command {
-	var kf kubeFlags
-	var npd npdFlags
+	var rf runFlags
+	kf, npd := &rf.kube, &rf.npd
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the agent: checks on their intervals, metrics and probes over HTTP, node conditions and Events",
@@ -47,16 +69,28 @@ With a cluster (--kubeconfig, or in-cluster config in a pod), findings also
 become the node conditions node-doctor owns and Events on the Node or Pod.
 Without one, reporting to Kubernetes is off (said once in the log).
 
+With --config, the file is read again on SIGHUP and when its content
+changes (checked every --config-poll-interval; a ConfigMap update is seen
+within that of the kubelet's writing it): check settings, intervals, which
+checks are enabled and the log level apply at once; a file that does not
+load is logged and the running config stays. Settings read once at start
+(hostRoot, metricsAddress, kubeconfig, ...) need a restart.
+
 Stops cleanly on SIGINT or SIGTERM.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := g.setup(cmd.Flags(), cmd.ErrOrStderr())
+			// From the start: SIGHUP's default would end the process.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			if rf.configPoll < 0 {
+				return &exitError{ExitFailure, fmt.Errorf("--config-poll-interval %s must not be negative", rf.configPoll)}
+			}
+			s, err := g.setup(&rf, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			if err := npd.apply(s, cmd.Flags()); err != nil {
-				return &exitError{ExitFailure, err}
-			}
+			s.noKube = npd.noKube()
 			v, rev := version.Get()
 			s.log.Info("starting node-doctor", "version", v, "revision", rev, "checks", len(s.defs), "host_root", s.cfg.HostRoot)
 			m := metrics.New(s.defs)
@@ -64,7 +98,7 @@ Stops cleanly on SIGINT or SIGTERM.`,
 				return &exitError{ExitFailure, err}
 			}
 			reporters := []check.Reporter{m}
-			k, err := kubeReporters(s, kf, m)
+			k, err := kubeReporters(s, *kf, m)
 			if err != nil {
 				return &exitError{ExitFailure, err}
 			}
@@ -85,6 +119,7 @@ Stops cleanly on SIGINT or SIGTERM.`,
 				return nil
 			})
 			eg.Go(func() error { return runner.Run(ctx) })
+			eg.Go(func() error { return newReloader(g, &rf, s, m, runner, k).run(ctx, hup, rf.configPoll) })
 			eg.Go(func() error { return srv.Serve(ctx) })
 			if k != nil {
 				eg.Go(func() error { return k.conditions.Run(ctx) })
@@ -98,10 +133,11 @@ Stops cleanly on SIGINT or SIGTERM.`,
 		},
 	}
 	f := cmd.Flags()
-	f.String("metrics-address", config.DefaultMetricsAddress, "address to serve /metrics, /healthz and /readyz on")
-	f.String("kubeconfig", "", "kubeconfig to report node conditions and Events with (default: in-cluster config when in a pod; none: no reporting)")
-	f.String("node-name", "", "this node's name in Kubernetes (default: $NODE_NAME, then the hostname)")
-	f.Duration("condition-heartbeat", 5*time.Minute, "how often unchanged node conditions are rewritten (10s to 1h)")
+	stringFlag(f, &rf.metricsAddress, "metrics-address", config.DefaultMetricsAddress, "address to serve /metrics, /healthz and /readyz on")
+	stringFlag(f, &rf.kubeconfig, "kubeconfig", "", "kubeconfig to report node conditions and Events with (default: in-cluster config when in a pod; none: no reporting)")
+	stringFlag(f, &rf.nodeName, "node-name", "", "this node's name in Kubernetes (default: $NODE_NAME, then the hostname)")
+	durationFlag(f, &rf.heartbeat, "condition-heartbeat", 5*time.Minute, "how often unchanged node conditions are rewritten (10s to 1h)")
+	f.DurationVar(&rf.configPoll, "config-poll-interval", 5*time.Second, "how often the --config file is read for changes, which are then applied (0: only on SIGHUP)")
 	f.Float32Var(&kf.qps, "kube-api-qps", 5, "queries per second to the Kubernetes API server")
 	f.IntVar(&kf.burst, "kube-api-burst", 10, "burst of queries to the Kubernetes API server")
 	f.Float64Var(&kf.eventsQPS, "events-qps", 1, "Events written per second at most (burst 20); more wait in a bounded queue")
@@ -123,29 +159,24 @@ func kubeReporters(s *setup, kf kubeFlags, m *metrics.Reporter) (*kubeParts, err
 		s.informers.Disconnected(s.noKube)
 		return nil, nil
 	}
-	rc, err := kube.RESTConfig(kube.ClientOptions{Kubeconfig: s.cfg.Kubeconfig, QPS: kf.qps, Burst: kf.burst, UserAgent: "node-doctor/" + versionString()})
+	km := kube.NewMetrics()
+	cl, err := kube.Connect(kube.ConnectOptions{
+		ClientOptions: kube.ClientOptions{Kubeconfig: s.cfg.Kubeconfig, QPS: kf.qps, Burst: kf.burst, UserAgent: "node-doctor/" + versionString()},
+		NodeName:      s.cfg.NodeName,
+		Metrics:       km,
+		Informers:     s.informers,
+	})
 	if errors.Is(err, kube.ErrNoCluster) {
 		s.log.Info("reporting to Kubernetes is off", "why", err.Error())
-		s.informers.Disconnected(err)
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	km := kube.NewMetrics()
 	if err := km.Register(m.Registry); err != nil {
 		return nil, fmt.Errorf("kube: metrics: %w", err)
 	}
-	km.Instrument(rc)
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("kube: client: %w", err)
-	}
-	node, err := kube.NodeName(s.cfg.NodeName, os.Getenv, os.Hostname)
-	if err != nil {
-		return nil, err
-	}
-	s.informers.Connect(cs, node, 0)
+	node, rc, cs := cl.Node, cl.Config, cl.Client
 	api := kube.API{Client: cs}
 	log := s.log.With(slog.String("node", node))
 	s.log.Info("reporting to Kubernetes", "node", node, "api_server", rc.Host)

@@ -31,9 +31,16 @@ type Runner struct {
 	reporters []Reporter
 	log       *slog.Logger
 
+	swaps chan swap
+
 	mu      sync.Mutex
 	started time.Time
 	state   map[string]*runState
+}
+
+type swap struct {
+	defs []*Definition
+	done chan error
 }
 
 type runState struct {
@@ -56,39 +63,158 @@ func NewRunner(defs []*Definition, clk clock.WithTicker, log *slog.Logger, repor
 	for _, d := range defs {
 		st[d.Name] = &runState{}
 	}
-	return &Runner{defs: defs, clock: clk, reporters: reporters, log: log, state: st}
+	return &Runner{defs: defs, clock: clk, reporters: reporters, log: log, state: st, swaps: make(chan swap)}
 }
 
 // RunOnce runs every check once, concurrently, and returns the results in
 // definition order. Results are also handed to the reporters.
 func (r *Runner) RunOnce(ctx context.Context) []Result {
 	r.markStarted()
-	out := make([]Result, len(r.defs))
+	defs := r.definitions()
+	out := make([]Result, len(defs))
 	var wg sync.WaitGroup
-	for i, d := range r.defs {
+	for i, d := range defs {
 		wg.Go(func() { out[i] = r.runAndReport(ctx, d) })
 	}
 	wg.Wait()
 	return out
 }
 
+func (r *Runner) definitions() []*Definition {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.defs
+}
+
+// loopHandle is one check's loop; it waits for gate to open before its
+// first run.
+type loopHandle struct {
+	cancel context.CancelFunc
+	gate   chan struct{}
+	done   chan struct{}
+}
+
 // Run starts background checks, then runs each check at once and then on
-// its interval until ctx is done.
+// its interval until ctx is done. Swap replaces checks while it runs.
 func (r *Runner) Run(ctx context.Context) error {
-	for _, d := range r.defs {
+	running := map[*Definition]*loopHandle{}
+	defer func() {
+		for _, h := range running {
+			h.cancel()
+			<-h.done
+		}
+	}()
+	if err := r.start(ctx, r.definitions(), running, running); err != nil {
+		return err
+	}
+	r.markStarted()
+	for _, h := range running {
+		close(h.gate)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case sw := <-r.swaps:
+			sw.done <- r.swap(ctx, sw.defs, running)
+		}
+	}
+}
+
+// start starts the background checks in defs that are not in running and
+// their loops, gated, into fresh. When one fails to start, none is left.
+func (r *Runner) start(ctx context.Context, defs []*Definition, running, fresh map[*Definition]*loopHandle) error {
+	var started []*loopHandle
+	for _, d := range defs {
+		if running[d] != nil {
+			continue
+		}
+		lctx, cancel := context.WithCancel(ctx)
+		h := &loopHandle{cancel: cancel, gate: make(chan struct{}), done: make(chan struct{})}
 		if s, ok := d.Check.(Starter); ok {
-			if err := s.Start(ctx); err != nil {
+			if err := s.Start(lctx); err != nil {
+				cancel()
+				for _, h := range started {
+					h.cancel()
+					<-h.done
+				}
 				return fmt.Errorf("start check %s: %w", d.Name, err)
 			}
 		}
+		started = append(started, h)
+		go func() {
+			defer close(h.done)
+			r.loop(lctx, d, h.gate)
+		}()
+		fresh[d] = h
 	}
-	r.markStarted()
-	var wg sync.WaitGroup
-	for _, d := range r.defs {
-		wg.Go(func() { r.loop(ctx, d) })
-	}
-	wg.Wait()
 	return nil
+}
+
+// swap stops the loops of checks not in defs and starts those new in defs.
+// A check's run state is kept by name, so a replaced check never runs
+// while a run of the one it replaces is still in flight.
+func (r *Runner) swap(ctx context.Context, defs []*Definition, running map[*Definition]*loopHandle) error {
+	keep := map[*Definition]bool{}
+	for _, d := range defs {
+		keep[d] = true
+	}
+	// The new background checks start before the old stop: a failure
+	// leaves the old ones running.
+	fresh := map[*Definition]*loopHandle{}
+	if err := r.start(ctx, defs, running, fresh); err != nil {
+		return err
+	}
+	for d, h := range running {
+		if !keep[d] {
+			h.cancel()
+			<-h.done
+			delete(running, d)
+		}
+	}
+	now := r.clock.Now()
+	r.mu.Lock()
+	old := map[string]bool{}
+	for _, d := range r.defs {
+		old[d.Name] = true
+	}
+	for _, d := range defs {
+		st := r.state[d.Name]
+		if st == nil {
+			st = &runState{}
+			r.state[d.Name] = st
+		}
+		if !old[d.Name] {
+			// Back after being removed: its old result says nothing now.
+			st.hasResult, st.lastFinish = false, now
+		}
+	}
+	r.defs = defs
+	r.mu.Unlock()
+	for d, h := range fresh {
+		running[d] = h
+		close(h.gate)
+	}
+	return nil
+}
+
+// Swap replaces the checks that run: loops of checks no longer in defs
+// are stopped, checks new in defs (by pointer) start at once; the others
+// keep their schedule. It returns when the swap is done, or with the error
+// of a background check that would not start (then nothing changed).
+func (r *Runner) Swap(ctx context.Context, defs []*Definition) error {
+	sw := swap{defs: defs, done: make(chan error, 1)}
+	select {
+	case r.swaps <- sw:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-sw.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (r *Runner) markStarted() {
@@ -99,7 +225,12 @@ func (r *Runner) markStarted() {
 	r.mu.Unlock()
 }
 
-func (r *Runner) loop(ctx context.Context, d *Definition) {
+func (r *Runner) loop(ctx context.Context, d *Definition, gate <-chan struct{}) {
+	select {
+	case <-gate:
+	case <-ctx.Done():
+		return
+	}
 	r.runAndReport(ctx, d)
 	t := r.clock.NewTicker(d.Interval)
 	defer t.Stop()
@@ -139,9 +270,9 @@ type outcome struct {
 // execute runs one check with its timeout. A run that outlives its timeout is
 // abandoned, and later runs of the same check are skipped until it returns.
 func (r *Runner) execute(ctx context.Context, d *Definition) Result {
-	st := r.state[d.Name]
 	start := r.clock.Now()
 	r.mu.Lock()
+	st := r.state[d.Name]
 	if st.inflight {
 		since := start.Sub(st.runningSince)
 		r.mu.Unlock()

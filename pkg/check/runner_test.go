@@ -319,3 +319,75 @@ func TestDefinitionConditionTypes(t *testing.T) {
 		t.Fatalf("got %s", got)
 	}
 }
+
+// A swap stops removed checks, starts new ones at once and leaves the
+// unchanged ones on their schedule; a replaced check waits for the run of
+// the one it replaces.
+func TestRunnerSwap(t *testing.T) {
+	var runsA, runsB atomic.Int32
+	release := make(chan struct{})
+	var overlap atomic.Bool
+	var inC atomic.Int32
+	mk := func(name string, f Func) *Definition {
+		return &Definition{Name: name, Interval: time.Hour, Timeout: time.Minute, Check: f}
+	}
+	a := mk("a", func(context.Context) ([]Finding, error) { runsA.Add(1); return nil, nil })
+	b := mk("b", func(context.Context) ([]Finding, error) { runsB.Add(1); return nil, nil })
+	// c's first run ignores its context, as a hung check may.
+	c := mk("c", func(context.Context) ([]Finding, error) {
+		if inC.Add(1) > 1 {
+			overlap.Store(true)
+		}
+		defer inC.Add(-1)
+		<-release
+		return nil, nil
+	})
+	rec := newRecorder()
+	r := NewRunner([]*Definition{a, b, c}, nil, nil, rec)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	rec.next(t)
+	rec.next(t) // a and b
+	c2 := mk("c", func(context.Context) ([]Finding, error) {
+		if inC.Add(1) > 1 {
+			overlap.Store(true)
+		}
+		defer inC.Add(-1)
+		return nil, nil
+	})
+	d := mk("d", func(context.Context) ([]Finding, error) { return nil, nil })
+	if err := r.Swap(ctx, []*Definition{a, c2, d}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]Result{}
+	for range 2 {
+		res := rec.next(t)
+		got[res.Check] = res
+	}
+	if got["d"].Status != StatusOK {
+		t.Errorf("new check d did not run: %+v", got)
+	}
+	if !errors.Is(got["c"].Err, ErrStillRunning) {
+		t.Errorf("replaced c ran while the old c was still running: %+v", got["c"])
+	}
+	close(release)
+	if overlap.Load() {
+		t.Error("two runs of c at once")
+	}
+	if runsA.Load() != 1 || runsB.Load() != 1 {
+		t.Errorf("a ran %d times, b %d; want 1 each", runsA.Load(), runsB.Load())
+	}
+	var names []string
+	for _, d := range r.definitions() {
+		names = append(names, d.Name)
+	}
+	if strings.Join(names, ",") != "a,c,d" {
+		t.Errorf("definitions %v", names)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

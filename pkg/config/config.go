@@ -54,37 +54,48 @@ func Default() Config {
 	}
 }
 
-// LoadFile reads the file at path and applies it; see Load.
-func LoadFile(path string, defs []*check.Definition) (Config, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
-	}
-	c, err := Load(b, defs)
-	if err != nil {
-		return Config{}, fmt.Errorf("config file %s: %w", path, err)
-	}
-	return c, nil
+// File is a parsed config file: its top-level values, validated, and its
+// checks section, applied once the checks are built from the final config.
+type File struct {
+	// Path is where the file was read from; empty for a document.
+	Path   string
+	Config Config
+	checks *yaml.Node
 }
 
-// Load parses a config document, starting from Default, and writes check
-// intervals, timeouts and settings into defs.
-func Load(data []byte, defs []*check.Definition) (Config, error) {
-	c := Default()
+// ParseFile reads and parses the file at path; see Parse.
+func ParseFile(path string) (*File, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	f, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	f.Path = path
+	return f, nil
+}
+
+// Parse parses a config document, starting from Default, and validates its
+// top-level values. The checks section is only parsed as YAML here.
+func Parse(data []byte) (*File, error) {
+	f := &File{Config: Default()}
+	c := &f.Config
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return c, err
+		return nil, err
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
-		return c, c.Validate()
+		return f, c.Validate()
 	}
 	root := doc.Content[0]
 	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
-		return c, c.Validate()
+		return f, c.Validate()
 	}
 	pairs, err := mapping(root, "")
 	if err != nil {
-		return c, err
+		return nil, err
 	}
 	for _, p := range pairs {
 		var err error
@@ -104,15 +115,56 @@ func Load(data []byte, defs []*check.Definition) (Config, error) {
 		case "conditionHeartbeat":
 			c.ConditionHeartbeat, err = duration(p)
 		case "checks":
-			err = applyChecks(p.value, defs, c.Disabled)
+			f.checks = p.value
 		default:
 			err = unknown(p, []string{"hostRoot", "metricsAddress", "logLevel", "logFormat", "kubeconfig", "nodeName", "conditionHeartbeat", "checks"})
 		}
 		if err != nil {
-			return c, err
+			return nil, err
 		}
 	}
-	return c, c.Validate()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// ApplyChecks writes the checks section's intervals, timeouts and settings
+// into defs, and the checks it turns off into disabled. Unknown checks and
+// keys and out-of-range values are errors naming the key.
+func (f *File) ApplyChecks(defs []*check.Definition, disabled map[string]bool) error {
+	if f.checks == nil {
+		return nil
+	}
+	if err := applyChecks(f.checks, defs, disabled); err != nil {
+		if f.Path != "" {
+			return fmt.Errorf("config file %s: %w", f.Path, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// LoadFile reads the file at path and applies it; see Load.
+func LoadFile(path string, defs []*check.Definition) (Config, error) {
+	f, err := ParseFile(path)
+	if err != nil {
+		return Config{}, err
+	}
+	if err := f.ApplyChecks(defs, f.Config.Disabled); err != nil {
+		return Config{}, err
+	}
+	return f.Config, nil
+}
+
+// Load parses a config document and writes check intervals, timeouts and
+// settings into defs.
+func Load(data []byte, defs []*check.Definition) (Config, error) {
+	f, err := Parse(data)
+	if err != nil {
+		return Default(), err
+	}
+	return f.Config, f.ApplyChecks(defs, f.Config.Disabled)
 }
 
 // Validate checks the top-level values.

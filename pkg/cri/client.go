@@ -353,10 +353,11 @@ func (c *Client) ContainerStatus(ctx context.Context, id string, verbose bool) (
 	return r, err
 }
 
-// PodSandboxStatus returns one sandbox's status (its IPs among it).
+// PodSandboxStatus returns one sandbox's status (its IP) and, when verbose,
+// the runtime's info map (containerd: the sandbox config with its DNS).
 func (c *Client) PodSandboxStatus(ctx context.Context, id string, verbose bool) (*runtimeapi.PodSandboxStatusResponse, error) {
 	var r *runtimeapi.PodSandboxStatusResponse
-	err := c.call(ctx, "sandbox status of "+shortID(id), func(ctx context.Context, cn *conn) (err error) {
+	err := c.call(ctx, "pod sandbox status of "+shortID(id), func(ctx context.Context, cn *conn) (err error) {
 		r, err = cn.rs.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id, Verbose: verbose})
 		return err
 	})

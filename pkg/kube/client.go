@@ -202,3 +202,56 @@ func (a API) PatchEvent(ctx context.Context, namespace, name string, patch []byt
 	_, err := a.Client.CoreV1().Events(namespace).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
 	return err
 }
+
+// ConnectOptions say how to reach the API server and which node this is.
+type ConnectOptions struct {
+	ClientOptions
+	// NodeName is the --node-name flag; see NodeName.
+	NodeName string
+	// Metrics, when set, counts every request (see Instrument).
+	Metrics *Metrics
+	// Informers, when set, are connected to the cluster, or told why
+	// there is none.
+	Informers *Informers
+}
+
+// Cluster is a connection to the API server for this node.
+type Cluster struct {
+	Config *rest.Config
+	Client kubernetes.Interface
+	Node   string
+}
+
+// Connect builds the REST config, the client and the node name, and
+// connects the informers to them. Without a cluster the error is
+// ErrNoCluster; on any error the informers say why their reads fail.
+func Connect(o ConnectOptions) (*Cluster, error) {
+	c, err := connect(o)
+	if err != nil {
+		if o.Informers != nil {
+			o.Informers.Disconnected(err)
+		}
+		return nil, err
+	}
+	if o.Informers != nil {
+		o.Informers.Connect(c.Client, c.Node, 0)
+	}
+	return c, nil
+}
+
+func connect(o ConnectOptions) (*Cluster, error) {
+	rc, err := RESTConfig(o.ClientOptions)
+	if err != nil {
+		return nil, err
+	}
+	o.Metrics.Instrument(rc)
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kube: client: %w", err)
+	}
+	node, err := NodeName(o.NodeName, os.Getenv, os.Hostname)
+	if err != nil {
+		return nil, err
+	}
+	return &Cluster{Config: rc, Client: cs, Node: node}, nil
+}

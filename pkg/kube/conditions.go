@@ -49,9 +49,10 @@ type Conditions struct {
 	owned     []string
 	producers map[string][]string // enabled type -> checks that drive it
 
-	mu     sync.Mutex
-	latest map[string]check.Result
-	wake   chan struct{}
+	mu      sync.Mutex
+	latest  map[string]check.Result
+	removed []string // types no check drives since a reconfigure
+	wake    chan struct{}
 }
 
 // NewConditions builds a condition manager; call Run to start it.
@@ -62,20 +63,56 @@ func NewConditions(api NodeAPI, o ConditionOptions) *Conditions {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	c := &Conditions{api: api, o: o, producers: map[string][]string{}, latest: map[string]check.Result{}, wake: make(chan struct{}, 1)}
-	for _, d := range o.All {
+	c := &Conditions{api: api, o: o, latest: map[string]check.Result{}, wake: make(chan struct{}, 1)}
+	c.owned, c.producers = ownedTypes(o.All, o.Enabled)
+	return c
+}
+
+func ownedTypes(all, enabled []*check.Definition) (owned []string, producers map[string][]string) {
+	producers = map[string][]string{}
+	for _, d := range all {
 		for _, t := range d.ConditionTypes() {
-			if !slices.Contains(c.owned, t) {
-				c.owned = append(c.owned, t)
+			if !slices.Contains(owned, t) {
+				owned = append(owned, t)
 			}
 		}
 	}
-	for _, d := range o.Enabled {
+	for _, d := range enabled {
 		for _, t := range d.ConditionTypes() {
-			c.producers[t] = append(c.producers[t], d.Name)
+			producers[t] = append(producers[t], d.Name)
 		}
 	}
-	return c
+	return owned, producers
+}
+
+// Reconfigure takes the checks after a config reload. Conditions of types
+// an enabled check still drives stay as they are; those no enabled check
+// drives any more are removed from the node, as at a start with the check
+// disabled.
+func (c *Conditions) Reconfigure(all, enabled []*check.Definition) {
+	owned, producers := ownedTypes(all, enabled)
+	c.mu.Lock()
+	for t := range c.producers {
+		if producers[t] == nil {
+			c.removed = append(c.removed, t)
+		}
+	}
+	for name := range c.latest {
+		if !slices.ContainsFunc(enabled, func(d *check.Definition) bool { return d.Name == name }) {
+			delete(c.latest, name)
+		}
+	}
+	for _, t := range c.owned {
+		if !slices.Contains(owned, t) {
+			owned = append(owned, t) // still ours to remove
+		}
+	}
+	c.owned, c.producers = owned, producers
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
 }
 
 // Report records a result and wakes the writer. It never blocks.
@@ -118,6 +155,17 @@ func (c *Conditions) Run(ctx context.Context) error {
 		}
 		now := c.o.Clock.Now()
 		c.mu.Lock()
+		for _, t := range c.removed {
+			if c.producers[t] != nil {
+				continue // driven again by a later reconfigure
+			}
+			c.o.Metrics.forgetCondition(t)
+			if _, ok := onNode[t]; ok {
+				stale = append(stale, t)
+				delete(onNode, t)
+			}
+		}
+		c.removed = nil
 		want := desiredConditions(c.producers, c.latest, onNode, now)
 		c.mu.Unlock()
 		c.recordMetrics(want)
@@ -175,6 +223,8 @@ func (c *Conditions) readNode(ctx context.Context) (map[string]corev1.NodeCondit
 		if err == nil {
 			have := map[string]corev1.NodeCondition{}
 			var stale []string
+			c.mu.Lock()
+			defer c.mu.Unlock()
 			for _, cond := range n.Status.Conditions {
 				t := string(cond.Type)
 				switch {

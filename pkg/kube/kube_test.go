@@ -314,3 +314,33 @@ func TestDesiredConditionsUnknownFinding(t *testing.T) {
 		t.Errorf("two checks, one could not tell: %+v", c)
 	}
 }
+
+// After a reload, conditions of checks that still run stay untouched and
+// those no enabled check drives any more are removed, as for a check
+// disabled at start.
+func TestConditionsReconfigure(t *testing.T) {
+	r := startConditions(t, kubeletNode())
+	r.c.Report(result("ip-forward", check.StatusOK))
+	r.c.Report(result("hairpin", check.StatusOK))
+	eventually(t, "condition written", func() bool { return conditionOf(t, r.cs, "NetworkConfigProblem") != nil })
+	before := *conditionOf(t, r.cs, "NetworkConfigProblem")
+
+	all, _ := defs()
+	// kernel-log now runs, hairpin does not: NetworkConfigProblem stays,
+	// driven by ip-forward alone.
+	r.c.Reconfigure(all, []*check.Definition{all[0], all[2]})
+	r.clk.Step(time.Second)
+	time.Sleep(50 * time.Millisecond)
+	if c := conditionOf(t, r.cs, "NetworkConfigProblem"); c == nil || !c.LastTransitionTime.Equal(&before.LastTransitionTime) {
+		t.Fatalf("condition of a check still running changed: %+v", c)
+	}
+	r.c.Report(result("kernel-log", check.StatusOK))
+	eventually(t, "kernel-log condition written", func() bool { return conditionOf(t, r.cs, "KernelDeadlock") != nil })
+
+	// Only hairpin: KernelDeadlock goes, NetworkConfigProblem waits for it.
+	r.c.Reconfigure(all, []*check.Definition{all[1]})
+	eventually(t, "condition removed", func() bool { return conditionOf(t, r.cs, "KernelDeadlock") == nil })
+	if conditionOf(t, r.cs, "NetworkConfigProblem") == nil {
+		t.Error("condition of a check still running removed")
+	}
+}

@@ -52,6 +52,14 @@ func (m *Metrics) Register(reg prometheus.Registerer) error {
 	return nil
 }
 
+// forgetCondition removes the series of a condition type no check drives.
+func (m *Metrics) forgetCondition(t string) {
+	if m == nil {
+		return
+	}
+	m.Conditions.DeletePartialMatch(prometheus.Labels{"condition": t})
+}
+
 func (m *Metrics) request(op string, err error) {
 	if m == nil {
 		return

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,9 +41,14 @@ type Reporter struct {
 	skipped  *prometheus.CounterVec
 	interval *prometheus.GaugeVec
 	npd      *npd
+	// Config reloads: counted by result, and whether the latest worked.
+	reloads    *prometheus.CounterVec
+	reloadOK   prometheus.Gauge
+	reloadTime prometheus.Gauge
 
-	mu   sync.Mutex
-	last map[string]check.Result
+	mu    sync.Mutex
+	last  map[string]check.Result
+	known []string // checks with series
 }
 
 // New builds a registry holding the check metrics, build info and the Go and
@@ -72,10 +78,27 @@ func New(defs []*check.Definition) *Reporter {
 			Namespace: namespace, Name: "check_interval_seconds",
 			Help: "How often a check is configured to run.",
 		}, []string{"check"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "config_reload_total",
+			Help: "Config reloads (SIGHUP or a changed file), by result: success or failure (the running config stays).",
+		}, []string{"result"}),
+		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "config_last_reload_success",
+			Help: "Whether the latest config reload worked (1) or not (0); 1 before any.",
+		}),
+		reloadTime: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "config_last_reload_success_timestamp_seconds",
+			Help: "When the config in force was loaded, as a Unix time.",
+		}),
 		last: map[string]check.Result{},
 		npd:  newNPD(defs),
 	}
+	r.reloads.WithLabelValues("success")
+	r.reloads.WithLabelValues("failure")
+	r.reloadOK.Set(1)
+	r.reloadTime.SetToCurrentTime()
 	for _, d := range defs {
+		r.known = append(r.known, d.Name)
 		r.interval.WithLabelValues(d.Name).Set(d.Interval.Seconds())
 		r.duration.WithLabelValues(d.Name)
 		r.errs.WithLabelValues(d.Name)
@@ -90,6 +113,7 @@ func New(defs []*check.Definition) *Reporter {
 	})
 	buildInfo.Set(1)
 	r.Registry.MustRegister(r, r.duration, r.errs, r.timeouts, r.skipped, r.interval, buildInfo, r.npd.counter, r.npd.gauge,
+		r.reloads, r.reloadOK, r.reloadTime,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
@@ -146,6 +170,82 @@ func (r *Reporter) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(findingsDesc, prometheus.GaugeValue, float64(n), k.check, k.cond, k.reason, k.sev)
 		}
 	}
+}
+
+// Reconfigure takes the checks that run after a config reload. Series of
+// checks that still run keep their values; those of removed checks go.
+// Call it once the removed checks have stopped.
+func (r *Reporter) Reconfigure(defs []*check.Definition) {
+	now := map[string]bool{}
+	for _, d := range defs {
+		now[d.Name] = true
+		r.interval.WithLabelValues(d.Name).Set(d.Interval.Seconds())
+		r.duration.WithLabelValues(d.Name)
+		r.errs.WithLabelValues(d.Name)
+		r.timeouts.WithLabelValues(d.Name)
+		r.skipped.WithLabelValues(d.Name)
+	}
+	r.mu.Lock()
+	for name := range r.last {
+		if !now[name] {
+			delete(r.last, name)
+		}
+	}
+	r.mu.Unlock()
+	for _, name := range r.names(defs) {
+		if !now[name] {
+			l := prometheus.Labels{"check": name}
+			r.interval.DeletePartialMatch(l)
+			r.duration.DeletePartialMatch(l)
+			r.errs.DeletePartialMatch(l)
+			r.timeouts.DeletePartialMatch(l)
+			r.skipped.DeletePartialMatch(l)
+		}
+	}
+	r.npd.reconfigure(defs)
+}
+
+// names lists the checks that have series: those in defs and those of
+// the previous config.
+func (r *Reporter) names(defs []*check.Definition) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := slices.Clone(r.known)
+	r.known = r.known[:0]
+	for _, d := range defs {
+		r.known = append(r.known, d.Name)
+	}
+	return out
+}
+
+// SwapCheckCollectors unregisters the collectors of checks in old that are
+// not in defs and registers those of checks new in defs (by pointer).
+func (r *Reporter) SwapCheckCollectors(old, defs []*check.Definition) error {
+	for _, d := range old {
+		if c, ok := d.Check.(prometheus.Collector); ok && !slices.Contains(defs, d) {
+			r.Registry.Unregister(c)
+		}
+	}
+	var fresh []*check.Definition
+	for _, d := range defs {
+		if !slices.Contains(old, d) {
+			fresh = append(fresh, d)
+		}
+	}
+	return r.RegisterCheckCollectors(fresh)
+}
+
+// ConfigReloaded counts a config reload; ok says whether the new config
+// is in force.
+func (r *Reporter) ConfigReloaded(ok bool) {
+	if ok {
+		r.reloads.WithLabelValues("success").Inc()
+		r.reloadOK.Set(1)
+		r.reloadTime.SetToCurrentTime()
+		return
+	}
+	r.reloads.WithLabelValues("failure").Inc()
+	r.reloadOK.Set(0)
 }
 
 // RegisterCheckCollectors registers the checks that expose metrics of their

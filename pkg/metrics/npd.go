@@ -108,3 +108,26 @@ func (n *npd) report(res check.Result) {
 var npdNames = []string{"problem_counter", "problem_gauge"}
 
 func isNPDName(name string) bool { return slices.Contains(npdNames, name) }
+
+// reconfigure takes the checks that now run: the problem_gauge series of
+// condition types no check drives any more are removed; the others keep
+// their values.
+func (n *npd) reconfigure(defs []*check.Definition) {
+	next := newNPD(defs)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for t := range n.reasons {
+		if next.producers[t] == nil {
+			n.gauge.DeletePartialMatch(prometheus.Labels{"type": t})
+			delete(n.reasons, t)
+			delete(n.status, t)
+		}
+	}
+	for name := range n.latest {
+		if !slices.ContainsFunc(defs, func(d *check.Definition) bool { return d.Name == name }) {
+			delete(n.latest, name)
+			delete(n.seen, name)
+		}
+	}
+	n.producers, n.types = next.producers, next.types
+}

@@ -227,3 +227,26 @@ func details(d map[string]string) string {
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
+
+// Label is a status as the table prints it, coloured when color is set.
+func Label(st check.Status, color bool) string {
+	l := statusLabel[st]
+	if color {
+		l = statusColor[st] + l + colorReset
+	}
+	return l
+}
+
+// FindingStatus is the status a finding's severity shows as.
+func FindingStatus(s check.Severity) check.Status { return findingStatus(s) }
+
+// OneLine folds a message onto one line.
+func OneLine(s string) string { return oneLine(s) }
+
+// Colored colours text as the table colours st, when color is set.
+func Colored(st check.Status, text string, color bool) string {
+	if !color {
+		return text
+	}
+	return statusColor[st] + text + colorReset
+}

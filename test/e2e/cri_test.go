@@ -112,6 +112,7 @@ func TestCriRealContainerd(t *testing.T) {
 	if code != 1 || !strings.Contains(rep, `"CrashLoop"`) || !strings.Contains(rep, `"StartBackgroundMistake"`) || !strings.Contains(rep, `"OOMKilled"`) {
 		t.Errorf("node-doctor check: exit %d, report:\n%s", code, rep)
 	}
+	explainPods(ctx, t, agent, c.Endpoint)
 
 	// CNI config gone: containerd reports NetworkReady=false.
 	confDir := filepath.Join(filepath.Dir(c.Address), "net.d")

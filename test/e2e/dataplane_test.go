@@ -215,6 +215,7 @@ func dataplane(t *testing.T, mode, bin string) {
 		t.Errorf("healthy node: services section %+v", rep.Services)
 	}
 	a.waitFor(ctx, t, "kube-proxy-health", "KubeProxyHealthy", true)
+	a.explainHealthy(ctx, t, ns+"/web:http", mode, podIPs)
 
 	if mode == "iptables" {
 		iptablesBreakage(ctx, t, a, svc, podIPs)
@@ -254,6 +255,7 @@ func iptablesBreakage(ctx context.Context, t *testing.T, a dpAgent, svc netcheck
 			t.Errorf("finding does not name %s and %s: %+v", svc, podIPs[1], f)
 		}
 		a.servicesSection(ctx, t, svc, "EndpointMissing", svcChain+" DNAT to "+podIPs[1]+":8080")
+		a.explainBroken(ctx, t, svc.Namespace+"/web:http", "EndpointMissing", netcheck.HopMissing, podIPs[1]+":8080")
 		restore()
 		a.waitFor(ctx, t, "kube-proxy-rules", "EndpointMissing", false)
 	})
@@ -269,6 +271,7 @@ func iptablesBreakage(ctx context.Context, t *testing.T, a dpAgent, svc netcheck
 			t.Errorf("stale endpoint not named: %+v", f)
 		}
 		a.waitFor(ctx, t, "kube-proxy-rules", "StaleServiceChain", true)
+		a.explainBroken(ctx, t, svc.Namespace+"/web", "StaleEndpoint", netcheck.HopStale, "10.244.0.250:8080")
 		restore()
 		a.waitFor(ctx, t, "kube-proxy-rules", "StaleEndpoint", false)
 	})
@@ -300,6 +303,7 @@ func nftablesBreakage(ctx context.Context, t *testing.T, a dpAgent, svc netcheck
 			t.Errorf("finding does not name %s: %+v", svc, f)
 		}
 		a.servicesSection(ctx, t, svc, "ServicePortNotProgrammed", clusterIP+"/tcp/80 -> "+chain)
+		a.explainBroken(ctx, t, svc.Namespace+"/web:80", "ServicePortNotProgrammed", netcheck.HopMissing, clusterIP+"/tcp/80 -> "+chain)
 		restore()
 		a.waitFor(ctx, t, "kube-proxy-rules", "RulesMatchAPI", true)
 	})
@@ -319,6 +323,7 @@ func nftablesBreakage(ctx context.Context, t *testing.T, a dpAgent, svc netcheck
 		if !strings.Contains(f.Details["actual"], "10.244.0.250:8080") {
 			t.Errorf("stale endpoint not named: %+v", f)
 		}
+		a.explainBroken(ctx, t, svc.Namespace+"/web:http", "StaleEndpoint", netcheck.HopStale, "10.244.0.250:8080")
 		restore()
 		a.waitFor(ctx, t, "kube-proxy-rules", "StaleEndpoint", false)
 	})
