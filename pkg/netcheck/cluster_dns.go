@@ -167,21 +167,24 @@ func clusterDNSFindings(ctx context.Context, d ClusterDNSDeps, c KubeletDNSConfi
 			ok = append(ok, s+" (a DNS cache listening on this node)")
 			continue
 		}
+		notListening := func() {
+			out = append(out, dnsFinding(check.SeverityProblem, "ClusterDNSNotListening", fmt.Sprintf(
+				"clusterDNS address %s (%s) is on this node but nothing listens on port 53 there: every ClusterFirst pod on this node fails name lookups; start the node-local DNS cache (kubectl -n kube-system get ds node-local-dns) or fix the setting", s, c.ClusterDNSFrom), det))
+		}
 		if apiErr != nil {
 			if isLocal {
-				out = append(out, dnsFinding(check.SeverityProblem, "ClusterDNSNotListening", fmt.Sprintf(
-					"clusterDNS address %s (%s) is on this node but nothing listens on port 53 there: every pod on this node fails name lookups; start the node-local DNS cache (kubectl -n kube-system get ds node-local-dns) or fix the setting", s, c.ClusterDNSFrom), det))
+				notListening()
 			}
 			continue // the Service side cannot be judged without the API
 		}
 		svc := serviceWithIP(svcs, s)
+		if svc == nil && isLocal {
+			notListening()
+			continue
+		}
 		if svc == nil {
-			why := "no Service has that ClusterIP"
-			if isLocal {
-				why = "no Service has that ClusterIP and nothing listens on port 53 at that address on this node"
-			}
 			out = append(out, dnsFinding(check.SeverityProblem, "ClusterDNSNoService", fmt.Sprintf(
-				"clusterDNS address %s (%s): %s: every ClusterFirst pod on this node fails name lookups; set it to the ClusterIP of the cluster DNS Service (kubectl -n kube-system get svc kube-dns) and restart the kubelet", s, c.ClusterDNSFrom, why), det))
+				"clusterDNS address %s (%s): no Service has that ClusterIP: every ClusterFirst pod on this node fails name lookups; set it to the ClusterIP of the cluster DNS Service (kubectl -n kube-system get svc kube-dns) and restart the kubelet", s, c.ClusterDNSFrom), det))
 			continue
 		}
 		det["service"] = svc.Namespace + "/" + svc.Name
@@ -219,9 +222,13 @@ func clusterDNSFindings(ctx context.Context, d ClusterDNSDeps, c KubeletDNSConfi
 	if len(out) > 0 {
 		return out, nil
 	}
-	msg := "the kubelet sets no clusterDNS (ClusterFirst pods get the node's resolv.conf)"
-	if len(ok) > 0 {
-		msg = "pods on this node get cluster DNS at " + strings.Join(ok, ", ")
+	if len(c.ClusterDNS) == 0 {
+		// The kubelet then hands every pod its resolvConf, checked above.
+		return nil, check.NotApplicable("the kubelet sets no clusterDNS: pods get the nameservers of its resolvConf %q", c.ResolvConf)
+	}
+	msg := "pods on this node get cluster DNS at " + strings.Join(ok, ", ")
+	if len(ok) == 0 {
+		msg = "the kubelet's clusterDNS is " + strings.Join(c.ClusterDNS, ",")
 	}
 	if len(c.ClusterDNS) > 0 && apiErr != nil && len(ok) < len(c.ClusterDNS) {
 		msg += "; the Service side of clusterDNS " + strings.Join(c.ClusterDNS, ",") + " was not checked (" + apiErr.Error() + ")"

@@ -180,6 +180,8 @@ func TestForwardPolicyRules(t *testing.T) {
 	}
 	cni := fixedRanges{{Prefix: netip.MustParsePrefix("10.88.0.0/16"), Source: RangeFromCNI, Origin: "/etc/cni/net.d/10-containerd-net.conflist"}}
 	podIP := fixedRanges{{Prefix: netip.MustParsePrefix("10.88.0.7/32"), Source: RangeFromPodIP, Origin: "default/web"}}
+	node := fixedRanges{{Prefix: netip.MustParsePrefix("10.88.0.0/16"), Source: RangeFromNode}}
+	kp := fixedRanges{{Prefix: netip.MustParsePrefix("10.88.0.0/16"), Source: RangeFromKubeProxy}}
 	kubeFilter := string(readKP(t, "iptables-nft-filter.txt"))
 	for _, tc := range []struct {
 		name, filter string
@@ -190,6 +192,8 @@ func TestForwardPolicyRules(t *testing.T) {
 		{"kube-proxy's own rules are quiet", kubeFilter, cni, []string{"ForwardAccepts"}, "10.88.0.0/16 (the CNI config"},
 		{"Docker's FORWARD DROP, isolation chains on docker0 only", read("docker.txt"), cni, []string{"ForwardDropsPodTraffic"}, "10.88.0.0/16 (the CNI config /etc/cni/net.d/10-containerd-net.conflist)"},
 		{"Docker with the pod range let in through DOCKER-USER", strings.Replace(read("docker.txt"), "-A DOCKER-USER -j RETURN", "-A DOCKER-USER -s 10.88.0.0/16 -j ACCEPT\n-A DOCKER-USER -j RETURN", 1), cni, []string{"ForwardAccepts"}, ""},
+		{"Docker found from the Node's podCIDRs", read("docker.txt"), node, []string{"ForwardDropsPodTraffic"}, "10.88.0.0/16 (the Node's spec.podCIDRs)"},
+		{"Docker found from kube-proxy's clusterCIDR", read("docker.txt"), kp, []string{"ForwardDropsPodTraffic"}, "10.88.0.0/16 (kube-proxy's clusterCIDR)"},
 		{"Docker found from a pod IP alone", read("docker.txt"), podIP, []string{"ForwardDropsPodTraffic"}, "10.88.0.7/32 (the IP of pod default/web)"},
 		{"firewalld's catch-all REJECT", read("firewalld.txt"), cni, []string{"PodTrafficDropped"}, "-A FORWARD -j REJECT --reject-with icmp-host-prohibited"},
 		{"firewalld after the CNI's accept", strings.Replace(read("firewalld.txt"), "-A FORWARD -i lo -j ACCEPT", "-A FORWARD -i lo -j ACCEPT\n-A FORWARD -s 10.88.0.0/16 -j ACCEPT", 1), cni, []string{"ForwardAccepts"}, ""},
