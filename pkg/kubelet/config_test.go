@@ -1,9 +1,14 @@
 package kubelet
 
 import (
+	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"strings"
 	"testing"
+	"testing/fstest"
+	"time"
 )
 
 func TestParseCmdline(t *testing.T) {
@@ -155,5 +160,28 @@ func TestParseDNSConfig(t *testing.T) {
 				t.Errorf("got %+v", d)
 			}
 		})
+	}
+}
+
+func TestDNSSource(t *testing.T) {
+	now := time.Now()
+	procs := &fakeProcs{ps: []Process{
+		{PID: 7, Args: []string{"kubelet", "--config=/etc/old.yaml"}, Started: now.Add(-time.Hour)},
+		{PID: 42, Args: []string{"/usr/bin/kubelet", "--config=/var/lib/kubelet/config.yaml", "--cluster-dns=10.96.0.10"}, Started: now},
+	}}
+	fsys := fstest.MapFS{"var/lib/kubelet/config.yaml": {Data: []byte("clusterDomain: cluster.local\nresolvConf: /run/systemd/resolve/resolv.conf\n")}}
+	d, found, err := DNSSource{FS: fsys, Processes: procs}.KubeletDNS(context.Background())
+	if err != nil || !found {
+		t.Fatal(found, err)
+	}
+	if strings.Join(d.ClusterDNS, ",") != "10.96.0.10" || d.ClusterDNSSource != "the kubelet's --cluster-dns flag" || d.ClusterDomain != "cluster.local" ||
+		d.ResolvConf != "/run/systemd/resolve/resolv.conf" || d.ResolvConfFrom != "resolvConf in /var/lib/kubelet/config.yaml" {
+		t.Errorf("newest kubelet's settings: %+v", d)
+	}
+	if _, found, err := (DNSSource{FS: fstest.MapFS{}, Processes: procs}).KubeletDNS(context.Background()); !found || !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("config file absent: found=%v err=%v, want fs.ErrNotExist", found, err)
+	}
+	if _, found, err := (DNSSource{FS: fsys, Processes: &fakeProcs{}}).KubeletDNS(context.Background()); found || err != nil {
+		t.Errorf("no kubelet: found=%v err=%v", found, err)
 	}
 }

@@ -82,6 +82,11 @@ func ClusterDNS(d ClusterDNSDeps) check.Definition {
 				return nil, check.NotApplicable("no kubelet reader")
 			}
 			c, found, err := d.Kubelet.KubeletDNS(ctx)
+			if errors.Is(err, fs.ErrNotExist) {
+				// The agent's host root lacks the kubelet's config file (a
+				// DaemonSet that does not mount it): what pods get is unknown.
+				return nil, check.NotApplicable("%v: the kubelet's config file is not visible under the host root (mount it read-only to check its DNS settings)", err)
+			}
 			if err != nil {
 				return nil, err
 			}

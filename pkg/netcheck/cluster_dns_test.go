@@ -3,6 +3,8 @@ package netcheck
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -214,6 +216,13 @@ func TestClusterDNS(t *testing.T) {
 		f, _ := runDef(t, ClusterDNS(ClusterDNSDeps{Kubelet: withResolv(kl("10.96.0.10"), "/run/systemd/resolve/stub-resolv"), Services: api, FS: root("udp"), Addrs: local}))
 		if len(f) != 1 || !strings.Contains(f[0].Message, "resolvConf: /run/systemd/resolve/resolv.conf") {
 			t.Errorf("no fix in %+v", f)
+		}
+	})
+	t.Run("the kubelet's config file not under the host root", func(t *testing.T) {
+		_, err := runDef(t, ClusterDNS(ClusterDNSDeps{Kubelet: fakeKubeletDNS{found: true, err: fmt.Errorf("kubelet (pid 42) config file: %w", fs.ErrNotExist)}}))
+		var na *check.NotApplicableError
+		if !errors.As(err, &na) || !strings.Contains(err.Error(), "pid 42") {
+			t.Errorf("want not applicable naming the file, got %v", err)
 		}
 	})
 	t.Run("the kubelet reader fails", func(t *testing.T) {

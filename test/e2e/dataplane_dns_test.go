@@ -28,6 +28,7 @@ import (
 // at a Service without endpoints, at an IP no Service has, and a loopback
 // resolvConf. The kubelet config file is edited in place and restored; the
 // kubelet is not restarted (the check reads what its config file says).
+// Unchanged, the harness kubelet sets no clusterDNS: not applicable.
 func TestDataplaneDNS(t *testing.T) {
 	harness.RequireRoot(t)
 	bin := buildAgent(t)
@@ -128,6 +129,13 @@ func TestDataplaneDNS(t *testing.T) {
 		b[3] = 250
 		nobody := netip.AddrFrom4(b).String()
 		a := agent(t, "")
+		// The harness kubelet sets no clusterDNS: pods get the node's
+		// nameservers, nothing to report.
+		for _, r := range a.run(ctx, t).Results {
+			if r.Check == "cluster-dns" && (r.NotApplicable == "" || len(r.Findings) > 0) {
+				t.Errorf("harness kubelet without clusterDNS: want not applicable, got %s %+v", r.Status, r.Findings)
+			}
+		}
 		good := map[string]any{"clusterDNS": []string{web.Service.Spec.ClusterIP}, "clusterDomain": "cluster.local"}
 		set(t, good)
 		a.waitFor(ctx, t, "cluster-dns", "ClusterDNSServed", true)
