@@ -92,6 +92,13 @@ func (p podAddrs) PodAddrs(ctx context.Context) ([]netcheck.PodAddr, error) {
 	return out, err
 }
 
+// clusterDNS reads the kubelet's DNS settings and verifies the DNS
+// Service's kube-proxy rules like kube-proxy-rules does.
+func (d Deps) clusterDNS() netcheck.ClusterDNSDeps {
+	rules := d.kubeProxy()
+	return netcheck.ClusterDNSDeps{Kubelet: kubeletDNS{kubelet.DNSSource{FS: d.HostFS}}, Services: d.Services, FS: d.HostFS, Addrs: netcheck.HostAddrs{}, Rules: &rules}
+}
+
 // kubeletDNS gives netcheck the kubelet's DNS settings.
 type kubeletDNS struct{ s kubelet.DNSSource }
 
@@ -121,7 +128,7 @@ func All(d Deps) []*check.Definition {
 		netcheck.IPTablesBackends(d.kubeProxy()),
 		netcheck.ForwardPolicy(d.kubeProxy(), d.podRanges()),
 		netcheck.PodCIDRRoute(d.Services, d.Routes),
-		netcheck.ClusterDNS(netcheck.ClusterDNSDeps{Kubelet: kubeletDNS{kubelet.DNSSource{FS: d.HostFS}}, Services: d.Services, FS: d.HostFS, Addrs: netcheck.HostAddrs{}}),
+		netcheck.ClusterDNS(d.clusterDNS()),
 		netcheck.Conntrack(d.HostFS, d.Conntrack),
 		cri.RuntimeCheck(d.CRI),
 		cri.RuntimeReadyCheck(d.CRI),

@@ -63,6 +63,9 @@ type ClusterDNSDeps struct {
 	// FS is the node's root: proc/net/{udp,tcp}[6] and the resolvConf file.
 	FS    fs.FS
 	Addrs LocalAddrs
+	// Rules, when set, verifies this node's kube-proxy rules for a DNS
+	// Service with ready endpoints (as explain service walks them).
+	Rules *KubeProxyDeps
 }
 
 // ClusterDNS checks the DNS this node's pods get from the kubelet: every
@@ -201,7 +204,16 @@ func clusterDNSFindings(ctx context.Context, d ClusterDNSDeps, c KubeletDNSConfi
 			out = append(out, f)
 			continue
 		}
-		ok = append(ok, fmt.Sprintf("%s (Service %s/%s, %d ready endpoints)", s, svc.Namespace, svc.Name, n))
+		rules := ""
+		if d.Rules != nil {
+			f, note := dnsServiceRules(ctx, *d.Rules, svc, slices, s, c.ClusterDNSFrom)
+			if f != nil {
+				out = append(out, *f)
+				continue
+			}
+			rules = ", " + note
+		}
+		ok = append(ok, fmt.Sprintf("%s (Service %s/%s, %d ready endpoints%s)", s, svc.Namespace, svc.Name, n, rules))
 	}
 	if c.ResolvConf != "" && d.FS != nil {
 		b, err := fs.ReadFile(d.FS, strings.TrimPrefix(c.ResolvConf, "/"))
@@ -272,4 +284,49 @@ func readyEndpoints(slices []*discoveryv1.EndpointSlice, svc *corev1.Service) in
 		}
 	}
 	return n
+}
+
+// dnsServiceRules walks this node's kube-proxy rules for the DNS Service:
+// a broken port is a finding once kube-proxy has written every change it
+// queued and the Service has not changed for kube-proxy's settle time
+// (else kube-proxy-rules judges it later); note says what was verified.
+func dnsServiceRules(ctx context.Context, d KubeProxyDeps, svc *corev1.Service, all []*discoveryv1.EndpointSlice, addr, from string) (*check.Finding, string) {
+	var mine []*discoveryv1.EndpointSlice
+	for _, es := range all {
+		if es.Namespace == svc.Namespace && es.Labels[discoveryv1.LabelServiceName] == svc.Name {
+			mine = append(mine, es)
+		}
+	}
+	var node *corev1.Node
+	name := ""
+	if d.Services != nil {
+		node, _ = d.Services.Node()
+		name = d.Services.NodeName()
+	}
+	s := defaultKubeProxySettings()
+	p, err := ExplainService(ctx, d, s, svc, mine, node, name, "")
+	if err != nil {
+		return nil, "its rules on this node not verified: " + err.Error()
+	}
+	if !p.Broken() {
+		return nil, "its " + p.Mode + " rules on this node verified"
+	}
+	sync, err := d.kubeProxy(s).Sync(ctx)
+	now := d.now()
+	for _, pp := range p.Ports {
+		if len(pp.Problems) == 0 {
+			continue
+		}
+		if err != nil || !settled(Discrepancy{IPv6: pp.Family == "IPv6", Changed: pp.Changed}, now, s.Settle, &sync) {
+			return nil, "its rules on this node not verified yet (kube-proxy is still writing)"
+		}
+		pr := pp.Problems[0]
+		f := dnsFinding(check.SeverityProblem, "ClusterDNSRulesBroken", fmt.Sprintf(
+			"clusterDNS address %s (%s) is Service %s, which has ready endpoints, but this node's %s rules for port %s (%s %s) are broken: %s (%s): every ClusterFirst pod on this node fails name lookups; %s; node-doctor explain service %s shows the path",
+			addr, from, p.Service, p.Mode, pp.Port, pp.Family, pp.Protocol, pr.Reason, pr.Message, pr.Fix, p.Service),
+			map[string]string{"address": addr, "setting": from, "service": p.Service, "service_port": pp.Port, "mode": p.Mode, "reason": pr.Reason, "expected": pr.Expected, "actual": pr.Actual})
+		f.Object = check.Object{Kind: check.KindService, Namespace: svc.Namespace, Name: svc.Name, UID: string(svc.UID)}
+		return &f, ""
+	}
+	return nil, ""
 }

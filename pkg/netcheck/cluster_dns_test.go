@@ -12,11 +12,13 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/node-doctor/node-doctor/pkg/check"
 )
@@ -232,4 +234,46 @@ func TestClusterDNS(t *testing.T) {
 			t.Errorf("want an error, got %v", err)
 		}
 	})
+}
+
+func TestClusterDNSRules(t *testing.T) {
+	svcs, eps := loadAPI(t, "api-iptables.json")
+	nat := string(readKP(t, "iptables-nft-nat.txt"))
+	filter := string(readKP(t, "iptables-nft-filter.txt"))
+	now := time.Date(2026, 11, 23, 16, 0, 0, 0, time.UTC)
+	clk := clocktesting.NewFakeClock(now)
+	noJump := strings.Replace(nat, "-A KUBE-SERVICES -d 10.96.77.115/32 -p tcp -m comment --comment \"dp/web:http cluster IP\" -m tcp --dport 80 -j KUBE-SVC-IFGUBRKS5UGRVAEJ\n", "", 1)
+	if noJump == nat {
+		t.Fatal("fixture has no KUBE-SERVICES jump for dp/web:http")
+	}
+	api := fakeLister{svcs: svcs, eps: eps}
+	kl := fakeKubeletDNS{found: true, c: KubeletDNSConfig{ClusterDNS: []string{"10.96.77.115"}, ClusterDNSFrom: "the kubelet's --cluster-dns flag"}}
+	for _, tc := range []struct {
+		name, nat string
+		sync      KubeProxySync
+		reason    string
+		msg       string
+	}{
+		{"rules verified", nat, settledSync(now.Add(-time.Minute)), "ClusterDNSServed", "Service dp/web, 2 ready endpoints, its iptables rules on this node verified"},
+		{"ClusterIP not programmed, kube-proxy settled", noJump, settledSync(now.Add(-time.Minute)), "ClusterDNSRulesBroken", "this node's iptables rules for port dp/web:http (IPv4 TCP) are broken: ServicePortNotProgrammed"},
+		{"ClusterIP not programmed, kube-proxy still writing", noJump, KubeProxySync{LastSync: map[string]time.Time{"IPv4": now.Add(-time.Minute)}, LastQueued: map[string]time.Time{"IPv4": now}}, "ClusterDNSServed", "not verified yet"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rules := &KubeProxyDeps{Services: api, IPTables: fakeSaver{"nft/nat": tc.nat, "nft/filter": filter}, NFT: fakeNFT{},
+				KubeProxy: fakeKP{mode: "iptables", sync: tc.sync}, Clock: clk}
+			f, err := runDef(t, ClusterDNS(ClusterDNSDeps{Kubelet: kl, Services: api, FS: fstest.MapFS{}, Addrs: fakeAddrs{}, Rules: rules}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := findingReasons(f); !slices.Equal(got, []string{tc.reason}) {
+				t.Fatalf("reasons %v, want %s: %+v", got, tc.reason, f)
+			}
+			if !strings.Contains(f[0].Message, tc.msg) {
+				t.Errorf("message %q does not say %q", f[0].Message, tc.msg)
+			}
+			if tc.reason == "ClusterDNSRulesBroken" && (f[0].Object.Name != "web" || f[0].Details["setting"] == "") {
+				t.Errorf("object %+v details %+v", f[0].Object, f[0].Details)
+			}
+		})
+	}
 }

@@ -26,7 +26,8 @@ import (
 // and asserts each break is found and clears: FORWARD policy DROP found from
 // the CNI config and from the pods' IPs alone, and the kubelet's clusterDNS
 // at a Service without endpoints, at an IP no Service has, and a loopback
-// resolvConf. The kubelet config file is edited in place and restored; the
+// resolvConf, and the DNS Service's ClusterIP rules deleted from this node's
+// nat table. The kubelet config file is edited in place and restored; the
 // kubelet is not restarted (the check reads what its config file says).
 // Unchanged, the harness kubelet sets no clusterDNS: not applicable.
 func TestDataplaneDNS(t *testing.T) {
@@ -160,5 +161,32 @@ func TestDataplaneDNS(t *testing.T) {
 				a.waitFor(ctx, t, "cluster-dns", "ClusterDNSServed", true)
 			})
 		}
+		t.Run("the DNS Service's ClusterIP not programmed on this node", func(t *testing.T) {
+			restore := natSnapshot(t)
+			t.Cleanup(restore)
+			ip := web.Service.Spec.ClusterIP
+			n := 0
+			for _, l := range strings.Split(run(t, "iptables-nft-save", "-t", "nat"), "\n") {
+				if strings.HasPrefix(l, "-A KUBE-SERVICES -d "+ip+"/32 ") {
+					run(t, "sh", "-c", "iptables-nft -t nat -D "+strings.TrimPrefix(l, "-A "))
+					n++
+				}
+			}
+			if n == 0 {
+				t.Fatalf("no KUBE-SERVICES rule for %s", ip)
+			}
+			start := time.Now()
+			f := a.waitFor(ctx, t, "cluster-dns", "ClusterDNSRulesBroken", true)
+			t.Logf("found in %s", time.Since(start).Round(time.Millisecond))
+			if !strings.Contains(f.Message, ns+"/dns") || !strings.Contains(f.Message, "ServicePortNotProgrammed") {
+				t.Errorf("message %q does not name %s/dns and ServicePortNotProgrammed", f.Message, ns)
+			}
+			restore()
+			a.waitFor(ctx, t, "cluster-dns", "ClusterDNSRulesBroken", false)
+			ok := a.waitFor(ctx, t, "cluster-dns", "ClusterDNSServed", true)
+			if !strings.Contains(ok.Message, "iptables rules on this node verified") {
+				t.Errorf("healthy message %q does not say the rules were verified", ok.Message)
+			}
+		})
 	})
 }
