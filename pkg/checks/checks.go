@@ -4,6 +4,7 @@ package checks
 
 import (
 	"context"
+	"fmt"
 	"io/fs"
 
 	"k8s.io/utils/clock"
@@ -57,7 +58,8 @@ func (d Deps) kubeProxy() netcheck.KubeProxyDeps {
 }
 
 // podRanges finds this node's pod ranges in the Node, kube-proxy's
-// clusterCIDR, the runtime's CNI config and the pods' IPs.
+// clusterCIDR, the runtime's CNI config and the pods' IPs, each source's
+// last answer kept while it fails.
 func (d Deps) podRanges() netcheck.PodRanges {
 	kp := d.KubeProxy
 	if kp == nil {
@@ -65,19 +67,22 @@ func (d Deps) podRanges() netcheck.PodRanges {
 	}
 	src := netcheck.PodRangeSources{Node: d.Services, KubeProxy: kp, FS: d.HostFS}
 	if d.CRI != nil {
-		src.CNIConfDir = func(ctx context.Context) string {
+		src.CNIConfDir = func(ctx context.Context) (string, error) {
 			s, err := d.CRI.Snapshot(ctx)
-			if err != nil || s == nil {
-				return ""
+			if err != nil {
+				return "", fmt.Errorf("CNI config dir from the runtime: %w", err)
+			}
+			if s == nil {
+				return "", nil
 			}
 			dir, _ := cri.CNIDirsFromInfo(s.Status.GetInfo())
-			return dir
+			return dir, nil
 		}
 	}
 	if d.PodIPs != nil {
 		src.Pods = podAddrs{d.PodIPs}
 	}
-	return src
+	return &netcheck.LastGoodRanges{Sources: src}
 }
 
 // podAddrs gives netcheck the runtime's pod IPs.

@@ -2,6 +2,7 @@ package netcheck
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -116,12 +117,12 @@ func TestPodRangeSources(t *testing.T) {
 		want string
 	}{
 		{"nothing", PodRangeSources{}, ""},
-		{"node first, the same CNI range not repeated", PodRangeSources{Node: fakeLister{node: node}, FS: fsys, CNIConfDir: func(context.Context) string { return "/run/cni/conf" }},
+		{"node first, the same CNI range not repeated", PodRangeSources{Node: fakeLister{node: node}, FS: fsys, CNIConfDir: func(context.Context) (string, error) { return "/run/cni/conf", nil }},
 			"10.244.1.0/24 (the Node's spec.podCIDRs)"},
 		{"kube-proxy", PodRangeSources{Node: fakeLister{node: &corev1.Node{}}, KubeProxy: fakeKPCIDR{cidrs: []string{"10.244.0.0/16"}}},
 			"10.244.0.0/16 (kube-proxy's clusterCIDR)"},
 		{"kube-proxy without the capability", PodRangeSources{KubeProxy: fakeKP{}}, ""},
-		{"CNI config in the runtime's dir, pod IPs outside it", PodRangeSources{FS: fsys, CNIConfDir: func(context.Context) string { return "/run/cni/conf" }, Pods: pods},
+		{"CNI config in the runtime's dir, pod IPs outside it", PodRangeSources{FS: fsys, CNIConfDir: func(context.Context) (string, error) { return "/run/cni/conf", nil }, Pods: pods},
 			"10.244.1.0/24 (the CNI config /run/cni/conf/10-bridge.conflist); 192.168.7.9/32 (the IP of pod calico/elsewhere)"},
 		{"default CNI dir absent", PodRangeSources{FS: fsys}, ""},
 		{"pod IPs alone", PodRangeSources{Pods: pods},
@@ -137,6 +138,63 @@ func TestPodRangeSources(t *testing.T) {
 				t.Errorf("got %q\nwant %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// flakyPodAddrs fails when err is set.
+type flakyPodAddrs struct {
+	addrs fakePodAddrs
+	err   *error
+}
+
+func (f flakyPodAddrs) PodAddrs(ctx context.Context) ([]PodAddr, error) {
+	if *f.err != nil {
+		return nil, *f.err
+	}
+	return f.addrs, nil
+}
+
+func TestLastGoodRanges(t *testing.T) {
+	conf, err := os.ReadFile("testdata/cni/bridge-ipv4.conflist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var down error
+	kp := &fakeKPCIDR{cidrs: []string{"10.244.0.0/16"}}
+	l := &LastGoodRanges{Sources: PodRangeSources{
+		KubeProxy:  kp,
+		FS:         fstest.MapFS{"run/cni/conf/10-bridge.conflist": {Data: conf}},
+		CNIConfDir: func(context.Context) (string, error) { return "/run/cni/conf", down },
+		Pods:       flakyPodAddrs{fakePodAddrs{{IP: netip.MustParseAddr("10.244.1.5"), Pod: "default/web"}}, &down},
+	}}
+	str := func() string {
+		rs, err := l.PodRanges(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range rs {
+			out = append(out, r.String())
+		}
+		return strings.Join(out, "; ")
+	}
+	want := "10.244.0.0/16 (kube-proxy's clusterCIDR); 10.244.1.0/24 (the CNI config /run/cni/conf/10-bridge.conflist); 10.244.1.5/32 (the IP of pod default/web)"
+	if got := str(); got != want {
+		t.Fatalf("all sources up: %q", got)
+	}
+	// kube-proxy restarting, the runtime not answering: the last answers.
+	down = errors.New("connection refused")
+	kp.err = down
+	if got := str(); got != want {
+		t.Errorf("sources down: %q, want the last answers %q", got, want)
+	}
+	// An answer replaces the last one, also when it is empty.
+	down, kp.err, kp.cidrs = nil, nil, nil
+	if got := str(); strings.Contains(got, "clusterCIDR") {
+		t.Errorf("kube-proxy answered without clusterCIDR: %q", got)
+	}
+	if _, err := (&LastGoodRanges{Sources: PodRangeSources{KubeProxy: fakeKPCIDR{fakeKP: fakeKP{err: errors.New("down")}}}}).PodRanges(context.Background()); err == nil {
+		t.Error("no source ever answered: no error")
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"path"
 	"strings"
+	"sync"
 )
 
 // Pod range sources, as findings name them.
@@ -65,9 +66,9 @@ type PodRangeSources struct {
 	Node      ServiceLister
 	KubeProxy KubeProxyAPI
 	// FS is the node's root, CNIConfDir where the runtime reads CNI config
-	// (nil or "": DefaultCNIConfDir).
+	// (nil or "": DefaultCNIConfDir; an error: the runtime did not say).
 	FS         fs.FS
-	CNIConfDir func(ctx context.Context) string
+	CNIConfDir func(ctx context.Context) (string, error)
 	Pods       PodAddrLister
 }
 
@@ -78,13 +79,22 @@ const maxPodAddrs = 16
 // source gave it (see SelectPodRanges). It fails only when every source
 // that exists failed.
 func (s PodRangeSources) PodRanges(ctx context.Context) ([]PodRange, error) {
+	out, _, err := s.podRanges(ctx)
+	return out, err
+}
+
+// podRanges also says which sources failed.
+func (s PodRangeSources) podRanges(ctx context.Context) ([]PodRange, map[string]bool, error) {
 	var out []PodRange
 	var errs []error
+	failed := map[string]bool{}
 	add := func(p netip.Prefix, src, origin string) {
 		out = append(out, PodRange{Prefix: p.Masked(), Source: src, Origin: origin})
 	}
 	if s.Node != nil {
-		if n, err := s.Node.Node(); err == nil && n != nil {
+		if n, err := s.Node.Node(); err != nil {
+			failed[RangeFromNode] = true // not synced yet: no error, Node IPAM is optional
+		} else if n != nil {
 			cidrs := n.Spec.PodCIDRs
 			if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
 				cidrs = []string{n.Spec.PodCIDR}
@@ -100,19 +110,24 @@ func (s PodRangeSources) PodRanges(ctx context.Context) ([]PodRange, error) {
 				add(p, RangeFromKubeProxy, "")
 			}
 		} else {
-			errs = append(errs, err)
+			errs, failed[RangeFromKubeProxy] = append(errs, err), true
 		}
 	}
 	if s.FS != nil {
 		dir := DefaultCNIConfDir
+		var err error
 		if s.CNIConfDir != nil {
-			if d := s.CNIConfDir(ctx); d != "" {
+			var d string
+			if d, err = s.CNIConfDir(ctx); d != "" {
 				dir = d
 			}
 		}
-		rs, err := cniRanges(s.FS, dir)
+		var rs []PodRange
+		if err == nil {
+			rs, err = cniRanges(s.FS, dir)
+		}
 		if err != nil {
-			errs = append(errs, err)
+			errs, failed[RangeFromCNI] = append(errs, err), true
 		}
 		for _, r := range rs {
 			add(r.Prefix, RangeFromCNI, r.Origin)
@@ -121,14 +136,51 @@ func (s PodRangeSources) PodRanges(ctx context.Context) ([]PodRange, error) {
 	if s.Pods != nil {
 		addrs, err := s.Pods.PodAddrs(ctx)
 		if err != nil {
-			errs = append(errs, err)
+			errs, failed[RangeFromPodIP] = append(errs, err), true
 		}
 		for _, a := range addrs {
 			add(netip.PrefixFrom(a.IP, a.IP.BitLen()), RangeFromPodIP, a.Pod)
 		}
 	}
 	if len(out) == 0 && len(errs) > 0 {
-		return nil, fmt.Errorf("pod ranges: %w", errors.Join(errs...))
+		return nil, failed, fmt.Errorf("pod ranges: %w", errors.Join(errs...))
+	}
+	return out, failed, nil
+}
+
+// LastGoodRanges keeps, per source, the ranges of its last answer, so a
+// source that fails for a while (kube-proxy restarting, a slow runtime)
+// still gives the ranges it gave before: they change far more rarely than
+// their sources restart.
+type LastGoodRanges struct {
+	Sources PodRangeSources
+	mu      sync.Mutex
+	last    map[string][]PodRange
+}
+
+// PodRanges implements PodRanges.
+func (l *LastGoodRanges) PodRanges(ctx context.Context) ([]PodRange, error) {
+	rs, failed, err := l.Sources.podRanges(ctx)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last == nil {
+		l.last = map[string][]PodRange{}
+	}
+	fresh := map[string][]PodRange{}
+	for _, r := range rs {
+		fresh[r.Source] = append(fresh[r.Source], r)
+	}
+	var out []PodRange
+	for _, src := range []string{RangeFromNode, RangeFromKubeProxy, RangeFromCNI, RangeFromPodIP} {
+		if failed[src] {
+			out = append(out, l.last[src]...)
+			continue
+		}
+		l.last[src] = fresh[src]
+		out = append(out, fresh[src]...)
+	}
+	if len(out) == 0 && err != nil {
+		return nil, err
 	}
 	return out, nil
 }
