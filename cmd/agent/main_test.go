@@ -343,10 +343,14 @@ func TestPrivilegedCheckInNetns(t *testing.T) {
 	ns := testnetns.New(t)
 	ports := ns.Bridge(t, "cni0", 2, true)
 	in := []string{"ip", "netns", "exec", ns.Name}
+	// Only the checks this test breaks: the host's other state (a harness
+	// kubelet in the host's network namespace, OOM kills in the kernel log)
+	// is not this test's.
+	skip := []string{"--only", "ip-forward,bridge-netfilter,hairpin"}
 	ns.Sysctl(t, "net.ipv4.ip_forward", "1")
 	ns.Sysctl(t, "net.bridge.bridge-nf-call-iptables", "1")
 
-	r, code := checkJSON(t, in)
+	r, code := checkJSON(t, in, skip...)
 	for _, c := range []string{"ip-forward", "bridge-netfilter", "hairpin"} {
 		if r.status(c) != "ok" {
 			t.Errorf("healthy netns: %s is %s (%s)", c, r.status(c), r.reasons(c))
@@ -359,7 +363,7 @@ func TestPrivilegedCheckInNetns(t *testing.T) {
 	ns.Sysctl(t, "net.ipv4.ip_forward", "0")
 	ns.Sysctl(t, "net.bridge.bridge-nf-call-iptables", "0")
 	ns.SetHairpin(t, ports[0], false)
-	r, code = checkJSON(t, in)
+	r, code = checkJSON(t, in, skip...)
 	if code != 1 {
 		t.Errorf("broken netns: exit %d, want 1", code)
 	}
@@ -372,7 +376,7 @@ func TestPrivilegedCheckInNetns(t *testing.T) {
 			t.Errorf("broken netns: %s is %s %s, want %s", c, r.status(c), r.reasons(c), want)
 		}
 	}
-	table, _, _ := runBinary(t, in, "check")
+	table, _, _ := runBinary(t, in, append([]string{"check"}, skip...)...)
 	for _, fix := range []string{"sysctl -w net.ipv4.ip_forward=1", "sysctl -w net.bridge.bridge-nf-call-iptables=1", "hairpin mode is off on 1 of 2 pod ports (" + ports[0] + ")"} {
 		if !strings.Contains(table, fix) {
 			t.Errorf("report does not say %q:\n%s", fix, table)
@@ -382,7 +386,7 @@ func TestPrivilegedCheckInNetns(t *testing.T) {
 	ns.Sysctl(t, "net.ipv4.ip_forward", "1")
 	ns.Sysctl(t, "net.bridge.bridge-nf-call-iptables", "1")
 	ns.SetHairpin(t, ports[0], true)
-	if r, code = checkJSON(t, in); code != 0 || r.Summary["problem"] != 0 {
+	if r, code = checkJSON(t, in, skip...); code != 0 || r.Summary["problem"] != 0 {
 		t.Errorf("fixed netns: exit %d, summary %v", code, r.Summary)
 	}
 }

@@ -12,7 +12,6 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/node-doctor/node-doctor/pkg/explain"
 	"github.com/node-doctor/node-doctor/pkg/kube"
@@ -75,14 +74,14 @@ or CAP_NET_ADMIN to read the rules.`,
 			if err != nil {
 				return fail(err)
 			}
-			svc, err := cs.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+			svc, err := cs.Services(ns).Get(ctx, name, metav1.GetOptions{})
 			if apierrors.IsNotFound(err) {
 				return fail(fmt.Errorf("no Service %s/%s in the API", ns, name))
 			}
 			if err != nil {
 				return fail(fmt.Errorf("get Service %s/%s: %w", ns, name, err))
 			}
-			sl, err := cs.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + name})
+			sl, err := cs.EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + name})
 			if err != nil {
 				return fail(fmt.Errorf("list EndpointSlices of %s/%s: %w", ns, name, err))
 			}
@@ -92,7 +91,7 @@ or CAP_NET_ADMIN to read the rules.`,
 			}
 			// The zone drives topology hints; a missing Node means no zone.
 			var nodeObj *corev1.Node
-			if n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); err == nil {
+			if n, err := cs.Nodes().Get(ctx, node, metav1.GetOptions{}); err == nil {
 				nodeObj = n
 			}
 			deps := netcheck.KubeProxyDeps{IPTables: netcheck.ExecIPTablesSaver{}, NFT: netcheck.ExecNFT{}, IPVS: netcheck.MobyIPVS{}}
@@ -154,7 +153,7 @@ func parseServiceRef(ref string) (ns, name, port string, err error) {
 }
 
 // explainClient is a client for a few reads, and the node's name.
-func explainClient(s *setup) (kubernetes.Interface, string, error) {
+func explainClient(s *setup) (kube.Interface, string, error) {
 	c, err := kube.Connect(kube.ConnectOptions{
 		ClientOptions: kube.ClientOptions{Kubeconfig: s.cfg.Kubeconfig, QPS: 20, Burst: 40, UserAgent: "node-doctor/" + versionString()},
 		NodeName:      s.cfg.NodeName,

@@ -33,7 +33,7 @@ func runtimeFindings(s *Snapshot, err error) ([]check.Finding, error) {
 	var nr *NoRuntimeError
 	switch {
 	case errors.As(err, &nr):
-		return nil, check.NotApplicable("no container runtime on this machine (no socket at %s)", joinMax(nr.Tried, 3))
+		return nil, check.NotApplicable("no container runtime on this machine (no socket at %s)", check.Abbreviate(nr.Tried, 3))
 	case err != nil && (status.Code(err) == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded)):
 		return []check.Finding{{Severity: check.SeverityProblem, Condition: cond, Reason: "RuntimeUnresponsive", Message: fmt.Sprintf(
 			"the container runtime is hung or overloaded: %v; kubelet will soon report PLEG not healthy and the node NotReady; "+

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -47,7 +46,7 @@ func snapshot(ctx context.Context, src Snapshotter) (*Snapshot, error) {
 	if err != nil {
 		var nr *NoRuntimeError
 		if errors.As(err, &nr) {
-			return nil, check.NotApplicable("no container runtime on this machine (no socket at %s)", joinMax(nr.Tried, 3))
+			return nil, check.NotApplicable("no container runtime on this machine (no socket at %s)", check.Abbreviate(nr.Tried, 3))
 		}
 		return nil, fmt.Errorf("no snapshot of the container runtime (see check cri-runtime): %w", err)
 	}
@@ -130,13 +129,6 @@ func unixNano(ns int64) time.Time {
 		return time.Time{}
 	}
 	return time.Unix(0, ns)
-}
-
-func joinMax(s []string, n int) string {
-	if len(s) <= n {
-		return strings.Join(s, ", ")
-	}
-	return fmt.Sprintf("%s and %d more", strings.Join(s[:n], ", "), len(s)-n)
 }
 
 func ok(cond, reason, msg string) check.Finding {

@@ -13,15 +13,14 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"k8s.io/apimachinery/pkg/runtime"
-
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"github.com/node-doctor/node-doctor/pkg/kube/kubeapi"
 )
 
 // ErrNoCluster means no kubeconfig was given and the agent is not in a pod.
@@ -173,33 +172,33 @@ type EventAPI interface {
 }
 
 // API implements NodeAPI and EventAPI over a clientset.
-type API struct{ Client kubernetes.Interface }
+type API struct{ Client Interface }
 
 // GetNode reads a node.
 func (a API) GetNode(ctx context.Context, name string) (*corev1.Node, error) {
-	return a.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	return a.Client.Nodes().Get(ctx, name, metav1.GetOptions{})
 }
 
 // PatchNodeStatus applies a strategic merge patch to the node's status.
 func (a API) PatchNodeStatus(ctx context.Context, name string, patch []byte) error {
-	_, err := a.Client.CoreV1().Nodes().PatchStatus(ctx, name, patch)
+	_, err := a.Client.Nodes().PatchStatus(ctx, name, patch)
 	return err
 }
 
 // GetEvent reads an event.
 func (a API) GetEvent(ctx context.Context, namespace, name string) (*corev1.Event, error) {
-	return a.Client.CoreV1().Events(namespace).Get(ctx, name, metav1.GetOptions{})
+	return a.Client.Events(namespace).Get(ctx, name, metav1.GetOptions{})
 }
 
 // CreateEvent creates an event.
 func (a API) CreateEvent(ctx context.Context, ev *corev1.Event) error {
-	_, err := a.Client.CoreV1().Events(ev.Namespace).Create(ctx, ev, metav1.CreateOptions{})
+	_, err := a.Client.Events(ev.Namespace).Create(ctx, ev, metav1.CreateOptions{})
 	return err
 }
 
 // PatchEvent merge-patches an event.
 func (a API) PatchEvent(ctx context.Context, namespace, name string, patch []byte) error {
-	_, err := a.Client.CoreV1().Events(namespace).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+	_, err := a.Client.Events(namespace).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
 	return err
 }
 
@@ -218,7 +217,7 @@ type ConnectOptions struct {
 // Cluster is a connection to the API server for this node.
 type Cluster struct {
 	Config *rest.Config
-	Client kubernetes.Interface
+	Client Interface
 	Node   string
 }
 
@@ -245,9 +244,9 @@ func connect(o ConnectOptions) (*Cluster, error) {
 		return nil, err
 	}
 	o.Metrics.Instrument(rc)
-	cs, err := kubernetes.NewForConfig(rc)
+	cs, err := kubeapi.NewClientset(rc)
 	if err != nil {
-		return nil, fmt.Errorf("kube: client: %w", err)
+		return nil, err
 	}
 	node, err := NodeName(o.NodeName, os.Getenv, os.Hostname)
 	if err != nil {
@@ -255,3 +254,6 @@ func connect(o ConnectOptions) (*Cluster, error) {
 	}
 	return &Cluster{Config: rc, Client: cs, Node: node}, nil
 }
+
+// Interface is the part of the API node-doctor uses (see kubeapi).
+type Interface = kubeapi.Interface

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/node-doctor/node-doctor/pkg/check"
+	"github.com/node-doctor/node-doctor/pkg/kube/kubetest"
 )
 
 type evRig struct {
@@ -31,7 +32,7 @@ func startEvents(t *testing.T, cs *fake.Clientset, queue int) *evRig {
 	t.Helper()
 	clk := testingclock.NewFakeClock(t0)
 	m := NewMetrics()
-	e := NewEvents(API{Client: cs}, EventOptions{Node: node, QueueSize: queue, QPS: 1000, Burst: 1000, Clock: clk, Metrics: m})
+	e := NewEvents(API{Client: kubetest.Adapt(cs)}, EventOptions{Node: node, QueueSize: queue, QPS: 1000, Burst: 1000, Clock: clk, Metrics: m})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = e.Run(ctx); close(done) }()
@@ -184,7 +185,7 @@ func TestEventsKeepLogsOut(t *testing.T) {
 	}
 
 	cs := fake.NewClientset()
-	e := NewEvents(API{Client: cs}, EventOptions{Node: node, QPS: 1000, Burst: 1000, IncludeLogs: true})
+	e := NewEvents(API{Client: kubetest.Adapt(cs)}, EventOptions{Node: node, QPS: 1000, Burst: 1000, IncludeLogs: true})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = e.Run(ctx); close(done) }()

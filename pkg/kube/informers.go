@@ -15,40 +15,39 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/watch"
 	coordinationlisters "k8s.io/client-go/listers/coordination/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 )
 
-// Informers is the process's one shared informer factory: Services and
+// Informers is the process's one set of shared informers: Services and
 // EndpointSlices cluster-wide, this node by field selector, and the pods
 // bound to this node (spec.nodeName). It is created
 // empty (checks are built before flags are read) and connected once a cluster
 // is known; until then every read returns why there is no cluster.
 type Informers struct {
 	mu       sync.RWMutex
-	cs       kubernetes.Interface
+	cs       Interface
 	noAccess error
 	nodeName string
-	factory  informers.SharedInformerFactory
-	nodes    informers.SharedInformerFactory
-	svc      corelisters.ServiceLister
-	eps      discoverylisters.EndpointSliceLister
-	node     corelisters.NodeLister
-	synced   []cache.InformerSynced
+	// all are every informer, started together.
+	all     []cache.SharedIndexInformer
+	started bool
+	svc     corelisters.ServiceLister
+	eps     discoverylisters.EndpointSliceLister
+	node    corelisters.NodeLister
+	synced  []cache.InformerSynced
 	// Pods are optional: without RBAC to list them the other reads work
 	// and Pod says why.
-	podFactory informers.SharedInformerFactory
 	pods       corelisters.PodLister
 	podsSynced cache.InformerSynced
 	podsErr    error
 	// The node's Lease is watched apart too: without RBAC for it the
 	// other reads still work.
-	leases      informers.SharedInformerFactory
 	lease       coordinationlisters.LeaseLister
 	leaseSynced cache.InformerSynced
 	leaseErr    error
@@ -70,32 +69,66 @@ func (i *Informers) Disconnected(why error) {
 	i.noAccess = why
 }
 
-// Connect builds the factory. resync 0 means no periodic resync.
-func (i *Informers) Connect(cs kubernetes.Interface, node string, resync time.Duration) {
-	byName := informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+// Connect builds the informers. resync 0 means no periodic resync.
+//
+// They are built from the typed clients of the few resources read rather
+// than client-go's informer factory, which links informers and listers for
+// every API group into the binary.
+func (i *Informers) Connect(cs Interface, node string, resync time.Duration) {
+	byName := func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", node).String()
-	})
-	f := informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTransform(TrimObject))
-	nf := informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTransform(TrimObject), byName)
-	lf := informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTransform(TrimObject), informers.WithNamespace(NodeLeaseNamespace), byName)
-	leases := lf.Coordination().V1().Leases()
-	_ = leases.Informer().SetWatchErrorHandlerWithContext(i.leaseWatchError)
-	pf := informers.NewSharedInformerFactoryWithOptions(cs, resync, informers.WithTransform(TrimObject), informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+	}
+	onNode := func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", node).String()
-	}))
-	svc := f.Core().V1().Services()
-	eps := f.Discovery().V1().EndpointSlices()
-	nodes := nf.Core().V1().Nodes()
-	pods := pf.Core().V1().Pods()
-	_ = pods.Informer().SetWatchErrorHandlerWithContext(i.podsWatchError)
+	}
+	svc := newInformer[*corev1.ServiceList](cs, cs.Services(metav1.NamespaceAll), &corev1.Service{}, resync, nil)
+	eps := newInformer[*discoveryv1.EndpointSliceList](cs, cs.EndpointSlices(metav1.NamespaceAll), &discoveryv1.EndpointSlice{}, resync, nil)
+	nodes := newInformer[*corev1.NodeList](cs, cs.Nodes(), &corev1.Node{}, resync, byName)
+	pods := newInformer[*corev1.PodList](cs, cs.Pods(metav1.NamespaceAll), &corev1.Pod{}, resync, onNode)
+	_ = pods.SetWatchErrorHandlerWithContext(i.podsWatchError)
+	leases := newInformer[*coordinationv1.LeaseList](cs, cs.Leases(NodeLeaseNamespace), &coordinationv1.Lease{}, resync, byName)
+	_ = leases.SetWatchErrorHandlerWithContext(i.leaseWatchError)
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	i.cs, i.factory, i.nodes, i.podFactory, i.nodeName = cs, f, nf, pf, node
-	i.leases, i.lease, i.leaseSynced, i.leaseErr = lf, leases.Lister(), leases.Informer().HasSynced, nil
-	i.svc, i.eps, i.node, i.pods = svc.Lister(), eps.Lister(), nodes.Lister(), pods.Lister()
-	i.synced = []cache.InformerSynced{svc.Informer().HasSynced, eps.Informer().HasSynced, nodes.Informer().HasSynced}
-	i.podsSynced, i.podsErr = pods.Informer().HasSynced, nil
+	i.cs, i.nodeName = cs, node
+	i.all, i.started = []cache.SharedIndexInformer{svc, eps, nodes, pods, leases}, false
+	i.lease, i.leaseSynced, i.leaseErr = coordinationlisters.NewLeaseLister(leases.GetIndexer()), leases.HasSynced, nil
+	i.svc, i.eps = corelisters.NewServiceLister(svc.GetIndexer()), discoverylisters.NewEndpointSliceLister(eps.GetIndexer())
+	i.node, i.pods = corelisters.NewNodeLister(nodes.GetIndexer()), corelisters.NewPodLister(pods.GetIndexer())
+	i.synced = []cache.InformerSynced{svc.HasSynced, eps.HasSynced, nodes.HasSynced}
+	i.podsSynced, i.podsErr = pods.HasSynced, nil
 	i.noAccess = nil
+}
+
+// listWatcher is a typed client's List and Watch for one resource.
+type listWatcher[L runtime.Object] interface {
+	List(ctx context.Context, opts metav1.ListOptions) (L, error)
+	Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+}
+
+// newInformer is an informer on c's resource with the namespace index the
+// listers use, whose cached objects are trimmed by TrimObject.
+func newInformer[L runtime.Object](cs Interface, c listWatcher[L], example runtime.Object, resync time.Duration, tweak func(*metav1.ListOptions)) cache.SharedIndexInformer {
+	opts := func(o metav1.ListOptions) metav1.ListOptions {
+		if tweak != nil {
+			tweak(&o)
+		}
+		return o
+	}
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return c.List(ctx, opts(o))
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return c.Watch(ctx, opts(o))
+		},
+	}
+	inf := cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, cs), example, cache.SharedIndexInformerOptions{
+		ResyncPeriod: resync,
+		Indexers:     cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
+	})
+	_ = inf.SetTransform(TrimObject)
+	return inf
 }
 
 // podsWatchError remembers that pods cannot be listed (RBAC without pods)
@@ -126,16 +159,18 @@ func (i *Informers) forbiddenOnce(ctx context.Context, r *cache.Reflector, err e
 // Start starts the informers and waits for their first list, at most
 // timeout. It returns at once when not connected.
 func (i *Informers) Start(ctx context.Context, timeout time.Duration) error {
-	i.mu.RLock()
-	f, nf, pf, lf, synced := i.factory, i.nodes, i.podFactory, i.leases, i.synced
-	i.mu.RUnlock()
-	if f == nil {
+	i.mu.Lock()
+	all, started, synced := i.all, i.started, i.synced
+	i.started = true
+	i.mu.Unlock()
+	if all == nil {
 		return nil
 	}
-	f.Start(ctx.Done())
-	nf.Start(ctx.Done())
-	pf.Start(ctx.Done())
-	lf.Start(ctx.Done())
+	if !started {
+		for _, inf := range all {
+			go inf.RunWithContext(ctx)
+		}
+	}
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if !cache.WaitForCacheSync(wctx.Done(), synced...) {
@@ -250,7 +285,7 @@ func (i *Informers) GetNodeLease(ctx context.Context) (*coordinationv1.Lease, er
 	if noAccess != nil {
 		return nil, noAccess
 	}
-	l, err := cs.CoordinationV1().Leases(NodeLeaseNamespace).Get(ctx, name, metav1.GetOptions{})
+	l, err := cs.Leases(NodeLeaseNamespace).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}

@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/node-doctor/node-doctor/pkg/kube/kubetest"
 )
 
 func TestTrimObject(t *testing.T) {
@@ -93,7 +95,7 @@ func TestNodeLease(t *testing.T) {
 		&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: NodeLeaseNamespace, Name: "n2"}},
 		&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "n1"}},
 	)
-	i.Connect(cs, "n1", 0)
+	i.Connect(kubetest.Adapt(cs), "n1", 0)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if err := i.Start(ctx, 10*time.Second); err != nil {
@@ -113,7 +115,7 @@ func TestNodeLease(t *testing.T) {
 		t.Fatalf("GetNodeLease = %+v, %v", l, err)
 	}
 	i2 := NewInformers()
-	i2.Connect(fake.NewClientset(), "n3", 0)
+	i2.Connect(kubetest.Adapt(fake.NewClientset()), "n3", 0)
 	if err := i2.Start(ctx, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +147,7 @@ func TestInformersPod(t *testing.T) {
 	if _, err := inf.Pod("shop", "web"); !errors.Is(err, ErrNoCluster) {
 		t.Errorf("unconnected: %v", err)
 	}
-	inf.Connect(cs, node, 0)
+	inf.Connect(kubetest.Adapt(cs), node, 0)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if err := inf.Start(ctx, 10*time.Second); err != nil {
@@ -175,7 +177,7 @@ func TestInformersPodsForbidden(t *testing.T) {
 		return true, nil, apierrors.NewForbidden(corev1.Resource("pods"), "", errors.New("RBAC: no list pods"))
 	})
 	inf := NewInformers()
-	inf.Connect(cs, node, 0)
+	inf.Connect(kubetest.Adapt(cs), node, 0)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	start := time.Now()

@@ -17,6 +17,7 @@ import (
 	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/node-doctor/node-doctor/pkg/check"
+	"github.com/node-doctor/node-doctor/pkg/kube/kubetest"
 )
 
 const node = "node-1"
@@ -103,7 +104,7 @@ func startConditions(t *testing.T, n *corev1.Node, prep ...func(*fake.Clientset)
 	}
 	clk := testingclock.NewFakeClock(t0)
 	all, enabled := defs()
-	c := NewConditions(API{Client: cs}, ConditionOptions{Node: node, All: all, Enabled: enabled, Heartbeat: 5 * time.Minute, Clock: clk, Metrics: NewMetrics()})
+	c := NewConditions(API{Client: kubetest.Adapt(cs)}, ConditionOptions{Node: node, All: all, Enabled: enabled, Heartbeat: 5 * time.Minute, Clock: clk, Metrics: NewMetrics()})
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &condRig{cs: cs, clk: clk, c: c, cancel: cancel, done: make(chan struct{})}
 	go func() { _ = c.Run(ctx); close(r.done) }()

@@ -67,22 +67,9 @@ func hairpinFindings(bridges []Bridge) ([]check.Finding, error) {
 			"bridge %s: hairpin mode is off on %d of %d pod ports (%s), so those pods cannot reach themselves through their own Service; "+
 				"fix: set \"hairpinMode\": true in the bridge CNI config (or kubelet --hairpin-mode=hairpin-veth) and recreate the pods, "+
 				"or echo 1 > /sys/class/net/%s/brif/<port>/hairpin_mode",
-			b.Name, len(off), len(ports), abbreviate(off, 5), b.Name))
+			b.Name, len(off), len(ports), check.Abbreviate(off, 5), b.Name))
 		f.Details = map[string]string{"bridge": b.Name, "ports": strings.Join(off, ",")}
 		out = append(out, f)
 	}
 	return out, nil
-}
-
-// abbreviate joins up to n names and says how many more there are.
-func abbreviate(names []string, n int) string {
-	return someOf(names[:min(n, len(names))], len(names))
-}
-
-// someOf joins the examples kept of total names.
-func someOf(examples []string, total int) string {
-	if total > len(examples) {
-		return fmt.Sprintf("%s and %d more", strings.Join(examples, ", "), total-len(examples))
-	}
-	return strings.Join(examples, ", ")
 }

@@ -93,8 +93,3 @@ func runIPForward(ctx context.Context, fsys fs.FS, bl BridgeLister, s *IPForward
 	}
 	return out, nil
 }
-
-// finding builds a node-level finding that drives NetworkConfigProblem.
-func finding(sev check.Severity, reason, msg string) check.Finding {
-	return check.Finding{Severity: sev, Condition: check.ConditionNetworkConfig, Reason: reason, Message: msg}
-}

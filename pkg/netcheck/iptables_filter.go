@@ -62,7 +62,7 @@ func IPTablesBackends(d KubeProxyDeps) check.Definition {
 			if nft > 0 && legacy > 0 {
 				f := finding(check.SeverityProblem, "KubeChainsInBothBackends", fmt.Sprintf(
 					"KUBE-* chains are in both iptables backends (nft: %d, e.g. %s; legacy: %d, e.g. %s): kubelet, kube-proxy and the CNI must use the same iptables; "+
-						"find which component uses the other one and remove its stale chains from that backend", nft, someOf(examples[BackendNFT], nft), legacy, someOf(examples[BackendLegacy], legacy)))
+						"find which component uses the other one and remove its stale chains from that backend", nft, check.SomeOf(examples[BackendNFT], nft), legacy, check.SomeOf(examples[BackendLegacy], legacy)))
 				f.Condition = check.ConditionKubeProxyRules
 				f.Details = map[string]string{"nft_chains": fmt.Sprint(nft), "legacy_chains": fmt.Sprint(legacy)}
 				return []check.Finding{f}, nil

@@ -108,7 +108,8 @@ const colorReset = "\x1b[0m"
 
 // WriteTable writes a table grouped by area, one row per finding. An area
 // none of whose checks applies, all for one reason (no container runtime on
-// the machine), is one row unless o.Verbose.
+// the machine), or none of whose checks could run, all with one error (the
+// runtime's socket refuses), is one row unless o.Verbose.
 func WriteTable(w io.Writer, r Report, o TableOptions) error {
 	fmt.Fprintf(w, "node-doctor %s report for node %s at %s\n", r.Version, r.Node, r.Time.Format(time.RFC3339))
 	var areas []string
@@ -130,8 +131,9 @@ func WriteTable(w io.Writer, r Report, o TableOptions) error {
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", st, name, rw.reason, rw.message)
 		}
-		if reason, ok := notApplicableArea(byArea[area]); ok && !o.Verbose {
-			write(fmt.Sprintf("%d checks", len(byArea[area])), row{check.StatusNotApplicable, "-", oneLine(reason) + " (--verbose lists each check)"})
+		if rw, ok := sameOutcome(byArea[area]); ok && !o.Verbose {
+			rw.message += " (--verbose lists each check)"
+			write(fmt.Sprintf("%d checks", len(byArea[area])), rw)
 		} else {
 			for _, res := range byArea[area] {
 				for _, rw := range rows(res, o.Verbose) {
@@ -152,18 +154,23 @@ func WriteTable(w io.Writer, r Report, o TableOptions) error {
 	return nil
 }
 
-// notApplicableArea returns the one reason why none of an area's checks
-// applies, when there are several and they share it.
-func notApplicableArea(results []check.Result) (string, bool) {
+// sameOutcome returns the one row of an area whose checks, several, are all
+// not applicable for one reason or all failed with one error.
+func sameOutcome(results []check.Result) (row, bool) {
 	if len(results) < 2 {
-		return "", false
+		return row{}, false
 	}
-	for _, res := range results {
-		if res.Status != check.StatusNotApplicable || res.NotApplicable != results[0].NotApplicable {
-			return "", false
+	first := rows(results[0], false)[0]
+	if results[0].Status != check.StatusNotApplicable && results[0].Status != check.StatusError {
+		return row{}, false
+	}
+	for _, res := range results[1:] {
+		if res.Status != results[0].Status || rows(res, false)[0] != first {
+			return row{}, false
 		}
 	}
-	return results[0].NotApplicable, true
+	first.message = oneLine(first.message)
+	return first, true
 }
 
 type row struct {

@@ -299,6 +299,39 @@ func TestTableCollapsesAreaThatDoesNotApply(t *testing.T) {
 }
 
 // section returns the table of one area, from its heading to the next blank line.
+func TestTableCollapsesAreaThatCannotRun(t *testing.T) {
+	at := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	refused := errors.New("cri: dial unix /run/containerd/containerd.sock: connect: connection refused")
+	failed := func(name string, err error) check.Result {
+		return check.Result{Check: name, Area: "runtime", Status: check.StatusError, Err: err}
+	}
+	r := New("node-1", "v0.1.0", at, []check.Result{
+		failed("cri-runtime", refused), failed("cri-crash-loop", refused), failed("cri-inventory", refused),
+		{Check: "kernel-log", Area: "kernel", Status: check.StatusError, Err: refused},
+		{Check: "kernel-oom", Area: "kernel", Status: check.StatusError, Err: errors.New("other")},
+	})
+	var b bytes.Buffer
+	if err := WriteTable(&b, r, TableOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	want := "  ERROR   3 checks  -       could not run: " + refused.Error() + " (--verbose lists each check)\n"
+	if runtime := section(out, "RUNTIME"); !strings.Contains(runtime, want) || strings.Count(runtime, "connection refused") != 1 {
+		t.Errorf("no one collapsed error row:\n%s", out)
+	}
+	// Two different errors: a row each.
+	if kernel := section(out, "KERNEL"); !strings.Contains(kernel, "kernel-log") || !strings.Contains(kernel, "kernel-oom") {
+		t.Errorf("kernel errors collapsed:\n%s", out)
+	}
+	b.Reset()
+	if err := WriteTable(&b, r, TableOptions{Verbose: true}); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(section(b.String(), "RUNTIME"), "connection refused"); n != 3 {
+		t.Errorf("verbose: %d error rows, want 3:\n%s", n, b.String())
+	}
+}
+
 func section(out, area string) string {
 	i := strings.Index(out, "\n"+area+"\n")
 	if i < 0 {

@@ -21,6 +21,7 @@ import (
 	"github.com/node-doctor/node-doctor/pkg/check"
 	"github.com/node-doctor/node-doctor/pkg/cri"
 	"github.com/node-doctor/node-doctor/pkg/kube"
+	"github.com/node-doctor/node-doctor/pkg/kube/kubetest"
 	"github.com/node-doctor/node-doctor/test/harness"
 )
 
@@ -57,7 +58,7 @@ func TestCRIPodDeletionQuiet(t *testing.T) {
 	}
 
 	inf := kube.NewInformers()
-	inf.Connect(c.Client, c.NodeName, 0)
+	inf.Connect(kubetest.Adapt(c.Client), c.NodeName, 0)
 	ictx, stopInformers := context.WithCancel(ctx)
 	defer stopInformers()
 	if err := inf.Start(ictx, 30*time.Second); err != nil {

@@ -31,6 +31,7 @@ import (
 
 	"github.com/node-doctor/node-doctor/internal/testmetrics"
 	"github.com/node-doctor/node-doctor/pkg/kube"
+	"github.com/node-doctor/node-doctor/pkg/kube/kubetest"
 	"github.com/node-doctor/node-doctor/test/harness"
 )
 
@@ -240,7 +241,7 @@ func informerHeap(ctx context.Context, t *testing.T, c *harness.Cluster) {
 	}
 	before := heapAfterGC()
 	inf := kube.NewInformers()
-	inf.Connect(cs, c.NodeName, 0)
+	inf.Connect(kubetest.Adapt(cs), c.NodeName, 0)
 	ictx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	start := time.Now()
