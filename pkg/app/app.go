@@ -211,6 +211,7 @@ func (g *globals) buildSources(s *setup) {
 		Clock:     clock.RealClock{},
 		CRI:       criSource,
 		Pods:      criSource,
+		PodIPs:    criSource,
 		APIPods:   informers,
 	}
 }

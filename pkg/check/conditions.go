@@ -16,6 +16,10 @@ const (
 	// healthz, not renewing its Lease or reporting PLEG unhealthy; named as
 	// NPD's health-checker names it.
 	ConditionKubeletUnhealthy = "KubeletUnhealthy"
+	// ConditionClusterDNS: the DNS the kubelet hands to this node's pods is
+	// not served (no Service or no ready endpoint behind clusterDNS, nothing
+	// listening on a node-local address) or its resolvConf loops back.
+	ConditionClusterDNS = "ClusterDNSUnavailable"
 )
 
 // Node condition types the kernel log drives, named as node-problem-detector

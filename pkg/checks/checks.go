@@ -3,6 +3,8 @@
 package checks
 
 import (
+	"context"
+	"fmt"
 	"io/fs"
 
 	"k8s.io/utils/clock"
@@ -28,6 +30,9 @@ type Deps struct {
 	Clock clock.Clock
 	// CRI gives the runtime checks one shared snapshot per round.
 	CRI cri.Snapshotter
+	// PodIPs lists the IPs of this node's pod sandboxes (a pod range
+	// source); may be nil.
+	PodIPs cri.PodIPLister
 	// Pods names the pod behind a cgroup in the kernel log; may be nil.
 	Pods kernel.Attributor
 	// APIPods reads this node's pods from the API, so the runtime checks
@@ -52,6 +57,65 @@ func (d Deps) kubeProxy() netcheck.KubeProxyDeps {
 	return netcheck.KubeProxyDeps{Services: d.Services, IPTables: d.IPTables, NFT: d.NFT, IPVS: d.IPVS, KubeProxy: d.KubeProxy, Clock: d.Clock}
 }
 
+// podRanges finds this node's pod ranges in the Node, kube-proxy's
+// clusterCIDR, the runtime's CNI config and the pods' IPs, each source's
+// last answer kept while it fails.
+func (d Deps) podRanges() netcheck.PodRanges {
+	kp := d.KubeProxy
+	if kp == nil {
+		kp = netcheck.KubeProxyHTTP{MetricsURL: "http://127.0.0.1:10249"}
+	}
+	src := netcheck.PodRangeSources{Node: d.Services, KubeProxy: kp, FS: d.HostFS}
+	if d.CRI != nil {
+		src.CNIConfDir = func(ctx context.Context) (string, error) {
+			s, err := d.CRI.Snapshot(ctx)
+			if err != nil {
+				return "", fmt.Errorf("CNI config dir from the runtime: %w", err)
+			}
+			if s == nil {
+				return "", nil
+			}
+			dir, _ := cri.CNIDirsFromInfo(s.Status.GetInfo())
+			return dir, nil
+		}
+	}
+	if d.PodIPs != nil {
+		src.Pods = podAddrs{d.PodIPs}
+	}
+	return &netcheck.LastGoodRanges{Sources: src}
+}
+
+// podAddrs gives netcheck the runtime's pod IPs.
+type podAddrs struct{ l cri.PodIPLister }
+
+func (p podAddrs) PodAddrs(ctx context.Context) ([]netcheck.PodAddr, error) {
+	ips, err := p.l.PodIPs(ctx)
+	out := make([]netcheck.PodAddr, 0, len(ips))
+	for _, ip := range ips {
+		out = append(out, netcheck.PodAddr{IP: ip.IP, Pod: ip.Pod.Namespace + "/" + ip.Pod.Name})
+	}
+	return out, err
+}
+
+// clusterDNS reads the kubelet's DNS settings and verifies the DNS
+// Service's kube-proxy rules like kube-proxy-rules does.
+func (d Deps) clusterDNS() netcheck.ClusterDNSDeps {
+	rules := d.kubeProxy()
+	return netcheck.ClusterDNSDeps{Kubelet: kubeletDNS{kubelet.DNSSource{FS: d.HostFS}}, Services: d.Services, FS: d.HostFS, Addrs: netcheck.HostAddrs{}, Rules: &rules}
+}
+
+// kubeletDNS gives netcheck the kubelet's DNS settings.
+type kubeletDNS struct{ s kubelet.DNSSource }
+
+func (k kubeletDNS) KubeletDNS(ctx context.Context) (netcheck.KubeletDNSConfig, bool, error) {
+	if k.s.FS == nil {
+		return netcheck.KubeletDNSConfig{}, false, nil
+	}
+	c, found, err := k.s.KubeletDNS(ctx)
+	return netcheck.KubeletDNSConfig{ClusterDNS: c.ClusterDNS, ClusterDNSFrom: c.ClusterDNSSource, ClusterDomain: c.ClusterDomain,
+		ResolvConf: c.ResolvConf, ResolvConfFrom: c.ResolvConfFrom}, found, err
+}
+
 // tickerClock is Clock when it has tickers, else nil (the real clock).
 func (d Deps) tickerClock() clock.WithTicker {
 	c, _ := d.Clock.(clock.WithTicker)
@@ -67,8 +131,9 @@ func All(d Deps) []*check.Definition {
 		netcheck.KubeProxyRules(d.kubeProxy()),
 		netcheck.KubeProxyHealth(d.kubeProxy()),
 		netcheck.IPTablesBackends(d.kubeProxy()),
-		netcheck.ForwardPolicy(d.kubeProxy()),
+		netcheck.ForwardPolicy(d.kubeProxy(), d.podRanges()),
 		netcheck.PodCIDRRoute(d.Services, d.Routes),
+		netcheck.ClusterDNS(d.clusterDNS()),
 		netcheck.Conntrack(d.HostFS, d.Conntrack),
 		cri.RuntimeCheck(d.CRI),
 		cri.RuntimeReadyCheck(d.CRI),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -176,6 +177,8 @@ type Source struct {
 	exited map[string]*runtimeapi.ContainerStatus
 	// notReady holds when each listed NotReady sandbox was first seen so.
 	notReady map[string]time.Time
+	// podIPs caches the IPs of sandboxes, which never change.
+	podIPs map[string][]netip.Addr
 }
 
 // Default Source options.

@@ -19,6 +19,11 @@ type Flags struct {
 	RootDir        string
 	HealthzAddress *string
 	HealthzPort    *int
+	// ClusterDNS, ClusterDomain and ResolvConf are --cluster-dns,
+	// --cluster-domain and --resolv-conf; nil when not given.
+	ClusterDNS    *[]string
+	ClusterDomain *string
+	ResolvConf    *string
 }
 
 // ParseCmdline reads the flags of a kubelet command line (Args[0] the
@@ -33,7 +38,7 @@ func ParseCmdline(args []string) (Flags, error) {
 		}
 		name, val, ok := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		switch name {
-		case "config", "root-dir", "healthz-bind-address", "healthz-port":
+		case "config", "root-dir", "healthz-bind-address", "healthz-port", "cluster-dns", "cluster-domain", "resolv-conf":
 		default:
 			continue
 		}
@@ -57,6 +62,22 @@ func ParseCmdline(args []string) (Flags, error) {
 				return f, fmt.Errorf("kubelet flag --healthz-port=%q is not a port", val)
 			}
 			f.HealthzPort = &n
+		case "cluster-dns":
+			// A comma-separated list; repeating the flag appends.
+			l := []string{}
+			if f.ClusterDNS != nil {
+				l = *f.ClusterDNS
+			}
+			for _, a := range strings.Split(val, ",") {
+				if a = strings.TrimSpace(a); a != "" {
+					l = append(l, a)
+				}
+			}
+			f.ClusterDNS = &l
+		case "cluster-domain":
+			f.ClusterDomain = &val
+		case "resolv-conf":
+			f.ResolvConf = &val
 		}
 	}
 	return f, nil
@@ -64,8 +85,61 @@ func ParseCmdline(args []string) (Flags, error) {
 
 // fileConfig is the part of a KubeletConfiguration the check reads.
 type fileConfig struct {
-	HealthzBindAddress *string `json:"healthzBindAddress"`
-	HealthzPort        *int    `json:"healthzPort"`
+	HealthzBindAddress *string   `json:"healthzBindAddress"`
+	HealthzPort        *int      `json:"healthzPort"`
+	ClusterDNS         *[]string `json:"clusterDNS"`
+	ClusterDomain      *string   `json:"clusterDomain"`
+	ResolvConf         *string   `json:"resolvConf"`
+}
+
+// DefaultResolvConf is the kubelet's default resolvConf.
+const DefaultResolvConf = "/etc/resolv.conf"
+
+// DNSConfig is the DNS the kubelet hands to pods: Source names where each
+// setting came from ("clusterDNS in /etc/kubernetes/kubelet.yaml", "the
+// --cluster-dns flag", "the kubelet default").
+type DNSConfig struct {
+	ClusterDNS                       []string
+	ClusterDomain                    string
+	ResolvConf                       string
+	ClusterDNSSource, ResolvConfFrom string
+}
+
+// ParseDNSConfig reads clusterDNS, clusterDomain and resolvConf from the
+// kubelet's config file (path names it in the result; nil config: not
+// read) and then its flags, which override the file.
+func ParseDNSConfig(config []byte, path string, f Flags) (DNSConfig, error) {
+	d := DNSConfig{ResolvConf: DefaultResolvConf, ClusterDNSSource: "the kubelet default (none)", ResolvConfFrom: "the kubelet default"}
+	if len(config) > 0 {
+		var c fileConfig
+		if err := yaml.Unmarshal(config, &c); err != nil {
+			return d, fmt.Errorf("kubelet config file %s: %w", path, err)
+		}
+		if c.ClusterDNS != nil {
+			d.ClusterDNS, d.ClusterDNSSource = *c.ClusterDNS, "clusterDNS in "+path
+		}
+		if c.ClusterDomain != nil {
+			d.ClusterDomain = *c.ClusterDomain
+		}
+		if c.ResolvConf != nil {
+			d.ResolvConf, d.ResolvConfFrom = *c.ResolvConf, "resolvConf in "+path
+		}
+	}
+	if f.ClusterDNS != nil {
+		d.ClusterDNS, d.ClusterDNSSource = *f.ClusterDNS, "the kubelet's --cluster-dns flag"
+	}
+	if f.ClusterDomain != nil {
+		d.ClusterDomain = *f.ClusterDomain
+	}
+	if f.ResolvConf != nil {
+		d.ResolvConf, d.ResolvConfFrom = *f.ResolvConf, "the kubelet's --resolv-conf flag"
+	}
+	for _, a := range d.ClusterDNS {
+		if net.ParseIP(a) == nil {
+			return d, fmt.Errorf("kubelet clusterDNS %q (%s) is not an IP address", a, d.ClusterDNSSource)
+		}
+	}
+	return d, nil
 }
 
 // HealthzAddress returns the host:port the kubelet serves /healthz on,

@@ -1,9 +1,14 @@
 package kubelet
 
 import (
+	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"strings"
 	"testing"
+	"testing/fstest"
+	"time"
 )
 
 func TestParseCmdline(t *testing.T) {
@@ -113,4 +118,70 @@ func FuzzHealthzAddress(f *testing.F) {
 			t.Fatalf("off with address %q", addr)
 		}
 	})
+}
+
+func TestParseDNSConfig(t *testing.T) {
+	yamlFile, err := os.ReadFile("testdata/kubelet-config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := ParseCmdline([]string{"kubelet", "--cluster-dns=10.0.0.10,10.0.0.11", "--resolv-conf", "/run/systemd/resolve/resolv.conf"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name                      string
+		config                    []byte
+		flags                     Flags
+		dns, from, domain, resolv string
+		resolvFrom                string
+		err                       string
+	}{
+		{name: "defaults", dns: "", from: "the kubelet default (none)", resolv: "/etc/resolv.conf", resolvFrom: "the kubelet default"},
+		{name: "file", config: yamlFile, dns: "10.96.0.10", from: "clusterDNS in /etc/kubelet.yaml", domain: "cluster.local", resolv: "/etc/resolv.conf", resolvFrom: "the kubelet default"},
+		{name: "flags override", config: yamlFile, flags: f, dns: "10.0.0.10,10.0.0.11", from: "the kubelet's --cluster-dns flag", domain: "cluster.local",
+			resolv: "/run/systemd/resolve/resolv.conf", resolvFrom: "the kubelet's --resolv-conf flag"},
+		{name: "empty resolvConf", config: []byte(`{"resolvConf": ""}`), from: "the kubelet default (none)", resolvFrom: "resolvConf in /etc/kubelet.yaml"},
+		{name: "not an IP", config: []byte("clusterDNS: [kube-dns]\n"), err: "not an IP address"},
+		{name: "bad file", config: []byte("clusterDNS: [\n"), err: "kubelet config file /etc/kubelet.yaml"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := ParseDNSConfig(tc.config, "/etc/kubelet.yaml", tc.flags)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(d.ClusterDNS, ","); got != tc.dns || d.ClusterDNSSource != tc.from || d.ClusterDomain != tc.domain || d.ResolvConf != tc.resolv || d.ResolvConfFrom != tc.resolvFrom {
+				t.Errorf("got %+v", d)
+			}
+		})
+	}
+}
+
+func TestDNSSource(t *testing.T) {
+	now := time.Now()
+	procs := &fakeProcs{ps: []Process{
+		{PID: 7, Args: []string{"kubelet", "--config=/etc/old.yaml"}, Started: now.Add(-time.Hour)},
+		{PID: 42, Args: []string{"/usr/bin/kubelet", "--config=/var/lib/kubelet/config.yaml", "--cluster-dns=10.96.0.10"}, Started: now},
+	}}
+	fsys := fstest.MapFS{"var/lib/kubelet/config.yaml": {Data: []byte("clusterDomain: cluster.local\nresolvConf: /run/systemd/resolve/resolv.conf\n")}}
+	d, found, err := DNSSource{FS: fsys, Processes: procs}.KubeletDNS(context.Background())
+	if err != nil || !found {
+		t.Fatal(found, err)
+	}
+	if strings.Join(d.ClusterDNS, ",") != "10.96.0.10" || d.ClusterDNSSource != "the kubelet's --cluster-dns flag" || d.ClusterDomain != "cluster.local" ||
+		d.ResolvConf != "/run/systemd/resolve/resolv.conf" || d.ResolvConfFrom != "resolvConf in /var/lib/kubelet/config.yaml" {
+		t.Errorf("newest kubelet's settings: %+v", d)
+	}
+	if _, found, err := (DNSSource{FS: fstest.MapFS{}, Processes: procs}).KubeletDNS(context.Background()); !found || !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("config file absent: found=%v err=%v, want fs.ErrNotExist", found, err)
+	}
+	if _, found, err := (DNSSource{FS: fsys, Processes: &fakeProcs{}}).KubeletDNS(context.Background()); found || err != nil {
+		t.Errorf("no kubelet: found=%v err=%v", found, err)
+	}
 }

@@ -262,21 +262,21 @@ func TestIPTablesBackendsAndForward(t *testing.T) {
 		t.Fatalf("%+v", f)
 	}
 	d.IPTables = fakeSaver{"nft/filter": filter}
-	if f, err := runDef(t, ForwardPolicy(d)); err != nil || f[0].Reason != "ForwardAccepts" {
+	if f, err := runDef(t, ForwardPolicy(d, PodRangeSources{Node: d.Services})); err != nil || f[0].Reason != "ForwardAccepts" {
 		t.Fatalf("%v %+v", err, f)
 	}
 	d.IPTables = fakeSaver{"nft/filter": strings.Replace(filter, ":FORWARD ACCEPT", ":FORWARD DROP", 1)}
-	if f, _ := runDef(t, ForwardPolicy(d)); !slices.Contains(findingReasons(f), "ForwardDropsPodTraffic") {
+	if f, _ := runDef(t, ForwardPolicy(d, PodRangeSources{Node: d.Services})); !slices.Contains(findingReasons(f), "ForwardDropsPodTraffic") {
 		t.Fatalf("%+v", f)
 	}
 	dropRule := strings.Replace(filter, "COMMIT", "-A FORWARD -d 10.244.0.0/24 -j DROP\nCOMMIT", 1)
 	d.IPTables = fakeSaver{"nft/filter": dropRule}
-	if f, _ := runDef(t, ForwardPolicy(d)); !slices.Contains(findingReasons(f), "PodTrafficDropped") {
+	if f, _ := runDef(t, ForwardPolicy(d, PodRangeSources{Node: d.Services})); !slices.Contains(findingReasons(f), "PodTrafficDropped") {
 		t.Fatalf("%+v", f)
 	}
 	accepting := strings.Replace(strings.Replace(filter, ":FORWARD ACCEPT", ":FORWARD DROP", 1), "COMMIT", "-A FORWARD -s 10.244.0.0/24 -j ACCEPT\nCOMMIT", 1)
 	d.IPTables = fakeSaver{"nft/filter": accepting}
-	if f, _ := runDef(t, ForwardPolicy(d)); f[0].Reason != "ForwardAccepts" {
+	if f, _ := runDef(t, ForwardPolicy(d, PodRangeSources{Node: d.Services})); f[0].Reason != "ForwardAccepts" {
 		t.Fatalf("%+v", f)
 	}
 }

@@ -260,6 +260,40 @@ func ParseKubeProxyConfigz(b []byte) ([]string, error) {
 	return c.NodePortAddresses, nil
 }
 
+// ClusterCIDRs reads clusterCIDR from /configz (a comma-separated list in
+// dual-stack clusters; nil when kube-proxy has none).
+func (k KubeProxyHTTP) ClusterCIDRs(ctx context.Context) ([]string, error) {
+	code, b, err := k.get(ctx, k.MetricsURL+"/configz")
+	if err != nil {
+		return nil, err
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("kube-proxy: /configz: HTTP %d", code)
+	}
+	return ParseKubeProxyClusterCIDRs(b)
+}
+
+// ParseKubeProxyClusterCIDRs returns clusterCIDR from kube-proxy's /configz.
+func ParseKubeProxyClusterCIDRs(b []byte) ([]string, error) {
+	var cz map[string]struct {
+		ClusterCIDR string `json:"clusterCIDR"`
+	}
+	if err := json.Unmarshal(b, &cz); err != nil {
+		return nil, fmt.Errorf("kube-proxy: /configz: %w", err)
+	}
+	c, ok := cz["kubeproxy.config.k8s.io"]
+	if !ok {
+		return nil, fmt.Errorf("kube-proxy: /configz has no kubeproxy.config.k8s.io section")
+	}
+	var out []string
+	for _, s := range strings.Split(c.ClusterCIDR, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
 // Sync reads the sync timestamps from /metrics.
 func (k KubeProxyHTTP) Sync(ctx context.Context) (KubeProxySync, error) {
 	code, b, err := k.get(ctx, k.MetricsURL+"/metrics")

@@ -59,6 +59,8 @@ type dpAgent struct {
 	bin, kubeconfig, node, config string
 	// only lists the checks to run (default: dataplaneChecks).
 	only string
+	// args are more flags (--runtime-endpoint).
+	args []string
 }
 
 // output runs `node-doctor check -o format` and returns its stdout.
@@ -68,8 +70,9 @@ func (a dpAgent) output(ctx context.Context, t *testing.T, format string) []byte
 	if only == "" {
 		only = dataplaneChecks
 	}
-	cmd := exec.CommandContext(ctx, a.bin, "check", "-o", format, "--color", "never", "--kubeconfig", a.kubeconfig, "--node-name", a.node,
-		"--config", a.config, "--only", only)
+	args := append([]string{"check", "-o", format, "--color", "never", "--kubeconfig", a.kubeconfig, "--node-name", a.node,
+		"--config", a.config, "--only", only}, a.args...)
+	cmd := exec.CommandContext(ctx, a.bin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
