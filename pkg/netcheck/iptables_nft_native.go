@@ -1,0 +1,148 @@
+package netcheck
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/mdlayher/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// NetlinkIPTablesSaver reads the iptables-nft backend's tables over
+// nf_tables netlink, as iptables-nft-save would print them, without
+// running a process. The legacy backend is not in nf_tables: it goes to
+// Fallback (the iptables-legacy-save reader), since legacy is the rare case
+// now and reading it natively (IPT_SO_GET_ENTRIES) is another decoder of the
+// whole xtables format for little gain.
+//
+// Rules with an expression or xt revision this reader has no decoder for
+// are kept with IPTRule.Undecoded set, never guessed at.
+type NetlinkIPTablesSaver struct {
+	// NS is the network namespace to read; netns.None() (-1): the agent's.
+	NS netns.NsHandle
+	// Fallback reads the legacy backend; nil: legacy reads nothing.
+	Fallback IPTablesSaver
+}
+
+// Save reads one table of one backend into into.
+func (n NetlinkIPTablesSaver) Save(ctx context.Context, backend string, ipv6 bool, table string, into *IPTables) error {
+	if backend != BackendNFT {
+		if n.Fallback == nil {
+			return nil
+		}
+		return n.Fallback.Save(ctx, backend, ipv6, table, into)
+	}
+	c, err := dialNFTables(n.NS)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	err = readNFTIPTable(ctx, c, ipv6, table, into)
+	if errors.Is(err, errDumpInterrupted) {
+		// kube-proxy rewrote rules mid-read: once more, as iptables-nft-save
+		// retries on a generation change.
+		err = fmt.Errorf("%w (rules are read again next run)", err)
+	}
+	return err
+}
+
+func readNFTIPTable(ctx context.Context, c *netlink.Conn, ipv6 bool, table string, into *IPTables) error {
+	fam := byte(unix.NFPROTO_IPV4)
+	if ipv6 {
+		fam = unix.NFPROTO_IPV6
+	}
+	var chains []nftChainInfo
+	err := nftDump(ctx, c, unix.NFT_MSG_GETCHAIN, fam,
+		[]netlink.Attribute{{Type: unix.NFTA_CHAIN_TABLE, Data: append([]byte(table), 0)}},
+		func(body []byte) error {
+			t, ch, err := decodeNFTChain(body)
+			if err != nil {
+				return err
+			}
+			if t == table {
+				chains = append(chains, ch)
+			}
+			return nil
+		})
+	if errors.Is(err, unix.ENOENT) {
+		err = nil // no such table yet
+	}
+	if err != nil {
+		return fmt.Errorf("nf_tables: list chains of %s: %w", table, err)
+	}
+	// iptables-nft-save prints a table's built-in chains whether or not
+	// they exist in the kernel yet, with policy ACCEPT.
+	for _, b := range builtinChains[table] {
+		if !slices.ContainsFunc(chains, func(c nftChainInfo) bool { return c.Name == b.Name }) {
+			chains = append(chains, b)
+		}
+	}
+	if len(chains) == 0 {
+		return nil
+	}
+	// iptables-nft-save's order: built-in chains by hook, then the rest by
+	// name.
+	slices.SortStableFunc(chains, func(a, b nftChainInfo) int {
+		if a.Base != b.Base {
+			if a.Base {
+				return -1
+			}
+			return 1
+		}
+		if a.Base {
+			return cmp.Compare(a.Hook, b.Hook)
+		}
+		return cmp.Compare(a.Name, b.Name)
+	})
+	if into.Tables == nil {
+		into.Tables = map[string]*IPTTable{}
+	}
+	cur := into.Tables[table]
+	if cur == nil {
+		cur = &IPTTable{Name: table, Chains: map[string]*IPTChain{}}
+		into.Tables[table] = cur
+	}
+	var strs interner
+	for _, ch := range chains {
+		cur.chain(strs.get(ch.Name)).Policy = strs.get(ch.Policy)
+	}
+	if into.ChainsOnly {
+		return nil
+	}
+	toks := make([]string, 0, 32)
+	err = nftDump(ctx, c, unix.NFT_MSG_GETRULE, fam,
+		[]netlink.Attribute{{Type: unix.NFTA_RULE_TABLE, Data: append([]byte(table), 0)}},
+		func(body []byte) error {
+			r, err := decodeNFTRule(body, ipv6)
+			if err != nil {
+				return err
+			}
+			if r.Table != table {
+				return nil
+			}
+			rule, chain, err := parseIPTRule(r.Line, toks[:0])
+			if err != nil {
+				return fmt.Errorf("nf_tables: rule in %s: %w", r.Chain, err)
+			}
+			rule.Undecoded = r.Unknown
+			into.add(cur, chain, rule, &strs)
+			return nil
+		})
+	if err != nil {
+		return fmt.Errorf("nf_tables: list rules of %s: %w", table, err)
+	}
+	return nil
+}
+
+// builtinChains are each iptables table's hooks.
+var builtinChains = map[string][]nftChainInfo{
+	"filter":   {{"INPUT", true, 1, "ACCEPT"}, {"FORWARD", true, 2, "ACCEPT"}, {"OUTPUT", true, 3, "ACCEPT"}},
+	"nat":      {{"PREROUTING", true, 0, "ACCEPT"}, {"INPUT", true, 1, "ACCEPT"}, {"OUTPUT", true, 3, "ACCEPT"}, {"POSTROUTING", true, 4, "ACCEPT"}},
+	"mangle":   {{"PREROUTING", true, 0, "ACCEPT"}, {"INPUT", true, 1, "ACCEPT"}, {"FORWARD", true, 2, "ACCEPT"}, {"OUTPUT", true, 3, "ACCEPT"}, {"POSTROUTING", true, 4, "ACCEPT"}},
+	"raw":      {{"PREROUTING", true, 0, "ACCEPT"}, {"OUTPUT", true, 3, "ACCEPT"}},
+	"security": {{"INPUT", true, 1, "ACCEPT"}, {"FORWARD", true, 2, "ACCEPT"}, {"OUTPUT", true, 3, "ACCEPT"}},
+}

@@ -1,0 +1,147 @@
+package netcheck
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/node-doctor/node-doctor/internal/testnetns"
+)
+
+// iptDump is one table as both readers see it: chains with policies in
+// declaration order and each chain's rule lines.
+type iptDump struct {
+	chains    []string
+	rules     map[string][]string
+	undecoded map[string]string // line -> what was not decoded
+}
+
+func dumpWith(t testing.TB, s IPTablesSaver, ipv6 bool, table string) iptDump {
+	t.Helper()
+	d := iptDump{rules: map[string][]string{}, undecoded: map[string]string{}}
+	into := &IPTables{Tables: map[string]*IPTTable{}, Rules: func(_, chain string, r IPTRule) {
+		d.rules[chain] = append(d.rules[chain], r.Line)
+		if r.Undecoded != "" {
+			d.undecoded[r.Line] = r.Undecoded
+		}
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.Save(ctx, BackendNFT, ipv6, table, into); err != nil {
+		t.Fatalf("%T %s: %v", s, table, err)
+	}
+	if tb := into.Table(table); tb != nil {
+		for _, c := range tb.Order {
+			d.chains = append(d.chains, c+" "+tb.Chains[c].Policy)
+		}
+	}
+	return d
+}
+
+// diffDumps lists every line where the two readers differ.
+func diffDumps(exec, native iptDump) []string {
+	var out []string
+	if !slices.Equal(exec.chains, native.chains) {
+		out = append(out, fmt.Sprintf("chains: exec %v, native %v", exec.chains, native.chains))
+	}
+	for c, want := range exec.rules {
+		got := native.rules[c]
+		for i := 0; i < max(len(want), len(got)); i++ {
+			var w, g string
+			if i < len(want) {
+				w = want[i]
+			}
+			if i < len(got) {
+				g = got[i]
+			}
+			if w != g {
+				out = append(out, fmt.Sprintf("%s rule %d:\n  exec:   %s\n  native: %s", c, i+1, w, g))
+			}
+		}
+	}
+	for c := range native.rules {
+		if _, ok := exec.rules[c]; !ok {
+			out = append(out, fmt.Sprintf("%s: only native has rules %q", c, native.rules[c]))
+		}
+	}
+	return out
+}
+
+func restoreIn(t testing.TB, ns *testnetns.NS, ipv6 bool, files ...string) {
+	t.Helper()
+	tool := "iptables-nft-restore"
+	if ipv6 {
+		tool = "ip6tables-nft-restore"
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("ip", "netns", "exec", ns.Name, tool, "--noflush")
+		// nfacct needs an accounting object this namespace does not have.
+		var keep []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if !strings.Contains(l, "-m nfacct") {
+				keep = append(keep, l)
+			}
+		}
+		cmd.Stdin = strings.NewReader(strings.Join(keep, "\n"))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s %s: %v: %s", tool, f, err, out)
+		}
+	}
+}
+
+// TestPrivilegedNetlinkIPTablesDifferential loads real kube-proxy v1.37.2
+// rules (and Docker/firewalld-like ones) into a throwaway namespace's
+// iptables-nft and asserts the netlink reader yields exactly what
+// iptables-nft-save prints, for nat, filter and mangle, IPv4 and IPv6.
+func TestPrivilegedNetlinkIPTablesDifferential(t *testing.T) {
+	ns := testnetns.New(t)
+	if _, err := exec.LookPath("iptables-nft-restore"); err != nil {
+		t.Skip("no iptables-nft-restore")
+	}
+	restoreIn(t, ns, false, "testdata/kubeproxy/iptables-nft-nat.txt", "testdata/kubeproxy/iptables-nft-filter.txt", "testdata/iptables-nft/extra-v4.txt")
+	restoreIn(t, ns, true, "testdata/kubeproxy/ip6tables-nft-nat.txt", "testdata/iptables-nft/extra-v6.txt")
+	// A mangle table, as firewalld and CNI plugins program it.
+	ns.Exec(t, "iptables-nft", "-t", "mangle", "-A", "FORWARD", "-p", "tcp", "-j", "RETURN")
+	ex := ExecIPTablesSaver{Prefix: []string{"ip", "netns", "exec", ns.Name}}
+	nl := NetlinkIPTablesSaver{NS: ns.Handle}
+	wantUndecoded := map[string]bool{`-A INPUT -j LOG`: true} // LOG has no decoder: kept, marked
+	for _, v6 := range []bool{false, true} {
+		for _, table := range []string{"nat", "filter", "mangle"} {
+			t.Run(fmt.Sprintf("%s/ipv6=%v", table, v6), func(t *testing.T) {
+				e, n := dumpWith(t, ex, v6, table), dumpWith(t, nl, v6, table)
+				if len(e.chains) == 0 {
+					t.Fatalf("exec reader read no chains of %s", table)
+				}
+				rules := 0
+				for c, l := range n.rules {
+					rules += len(l)
+					if len(e.rules[c]) != len(l) {
+						continue
+					}
+					for i, line := range l {
+						if u, ok := n.undecoded[line]; ok {
+							if !wantUndecoded[line] {
+								t.Errorf("undecoded: %s (%s)", line, u)
+							}
+							// What is not decoded is not compared.
+							e.rules[c][i] = line
+						}
+					}
+				}
+				for _, d := range diffDumps(e, n) {
+					t.Error(d)
+				}
+				t.Logf("%d chains, %d rules identical", len(n.chains), rules)
+			})
+		}
+	}
+}
