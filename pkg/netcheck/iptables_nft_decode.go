@@ -167,11 +167,11 @@ type ruleState struct {
 	imm  map[uint32][]byte // registers loaded by immediate (native nat)
 
 	src, dst, in, out, proto string // the header part, already with " ! -s" etc.
-	protoNum                     int
-	matches                      []*ruleMatch
-	target                       string
-	sawComment                   bool
-	unk                          string
+	protoNum                 int
+	matches                  []*ruleMatch
+	target                   string
+	sawComment               bool
+	unk                      string
 }
 
 func (s *ruleState) unknown(what string, raw []byte, err error) {

@@ -145,3 +145,47 @@ func TestPrivilegedNetlinkIPTablesDifferential(t *testing.T) {
 		}
 	}
 }
+
+// TestPrivilegedNetlinkIPTablesFixtures rewrites testdata/iptables-nft/
+// rules.hex (the raw rule messages of the differential test's rules) and
+// its golden decoding when ND_UPDATE_FIXTURES=1.
+func TestPrivilegedNetlinkIPTablesFixtures(t *testing.T) {
+	if os.Getenv("ND_UPDATE_FIXTURES") == "" {
+		t.Skip("set ND_UPDATE_FIXTURES=1 to rewrite the netlink fixtures")
+	}
+	ns := testnetns.New(t)
+	restoreIn(t, ns, false, "testdata/kubeproxy/iptables-nft-nat.txt", "testdata/kubeproxy/iptables-nft-filter.txt", "testdata/iptables-nft/extra-v4.txt")
+	restoreIn(t, ns, true, "testdata/kubeproxy/ip6tables-nft-nat.txt", "testdata/iptables-nft/extra-v6.txt")
+	c, err := dialNFTables(ns.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var raw, golden strings.Builder
+	for _, v6 := range []bool{false, true} {
+		fam, flag := byte(2), "4"
+		if v6 {
+			fam, flag = 10, "6"
+		}
+		for _, table := range []string{"nat", "filter"} {
+			err := nftDump(context.Background(), c, 7 /* NFT_MSG_GETRULE */, fam, nil, func(body []byte) error {
+				r, err := decodeNFTRule(body, v6)
+				if err != nil || r.Table != table {
+					return err
+				}
+				fmt.Fprintf(&raw, "%s %x\n", flag, body)
+				fmt.Fprintf(&golden, "%s|%v\n", r.Line, r.Unknown != "")
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := os.WriteFile("testdata/iptables-nft/rules.hex", []byte(raw.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("testdata/iptables-nft/rules.golden", []byte(golden.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
