@@ -201,7 +201,7 @@ func (g *globals) buildSources(s *setup) {
 	s.deps = checks.Deps{
 		Services:  informers,
 		Node:      informers,
-		IPTables:  netcheck.ExecIPTablesSaver{},
+		IPTables:  netcheck.NetlinkIPTablesSaver{NS: -1, Fallback: netcheck.ExecIPTablesSaver{}},
 		NFT:       netcheck.ExecNFT{},
 		IPVS:      netcheck.MobyIPVS{},
 		HostFS:    s.hostFS,

@@ -194,6 +194,14 @@ func forwardFindings(filter *IPTTable, backend string, pods, svcs []netip.Prefix
 		seen[c.Name] = true
 		for _, r := range c.Rules {
 			restricted := strings.Contains(r.Line, "--ctstate") || strings.Contains(r.Line, "--mark") || strings.Contains(r.Line, "--state")
+			if r.Undecoded != "" && r.Target != "" && filter.Chain(r.Target) == nil {
+				// Not fully decoded: it may accept pod traffic, and is no
+				// proof that it drops any.
+				if r.Target == "ACCEPT" {
+					accepted = true
+				}
+				continue
+			}
 			switch r.Target {
 			case "ACCEPT":
 				if overlaps(r.Source, pods) || overlaps(r.Dest, pods) || (!restricted && r.Source == "" && r.Dest == "") {

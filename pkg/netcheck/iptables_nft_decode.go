@@ -856,6 +856,12 @@ func xtMatchText(name string, rev uint32, info []byte, ipv6 bool, proto int) (st
 			t += " --rdest"
 		}
 		return t, nil
+	case name == "nfacct" && rev <= 1:
+		// kube-proxy counts the invalid packets it drops in KUBE-FORWARD.
+		if err := need(info, 32); err != nil {
+			return "", err
+		}
+		return " -m nfacct --nfacct-name " + saveString(cString(info[:32])), nil
 	case name == "multiport" && rev == 1:
 		if err := need(info, 48); err != nil {
 			return "", err

@@ -129,3 +129,56 @@ func FuzzWalkNetlink(f *testing.F) {
 		_, _, _ = walkNetlink(b, seq, func([]byte) error { return nil })
 	})
 }
+
+// A rule the netlink reader could not decode makes the ports whose path it
+// is on unverifiable, never broken; ports elsewhere are still judged.
+func TestCompareUndecodedIsUnverifiable(t *testing.T) {
+	svcs, eps := loadAPI(t, "api-iptables.json")
+	desired := v4Only(DesiredServicePorts(svcs, eps, "node-doctor-e2e"))
+	read := func(undecoded func(chain string, r IPTRule) bool) *Programmed {
+		col := newIPTCollector()
+		ipt := &IPTables{Tables: map[string]*IPTTable{}, Rules: func(table, chain string, r IPTRule) {
+			if undecoded(chain, r) {
+				// What the reader keeps of a rule it cannot decode: a best
+				// effort line without the undecoded part's options.
+				r = IPTRule{Line: "-A " + chain + " -m comment --comment x -j " + r.Target, Target: r.Target, Comment: "x", Undecoded: "target DNAT (no decoder): 0000"}
+			}
+			col.rule(table, chain, r)
+		}}
+		for _, f := range []string{"iptables-nft-nat.txt", "iptables-nft-filter.txt"} {
+			if err := parseIPTablesSaveInto(strings.NewReader(string(readKP(t, f))), ipt); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return col.finish(ipt.Table("nat"))
+	}
+	// The DNAT of one of web:http's endpoints.
+	p := read(func(chain string, r IPTRule) bool { return chain == "KUBE-SEP-QVQOOZTB5K5KEGSW" && r.ToDest != "" })
+	disc, verified, _ := Compare(desired, p)
+	if len(disc) != 0 || p.Unverifiable != 1 || verified != 3 || p.Undecoded != 1 {
+		t.Fatalf("disc %+v, unverifiable %d, verified %d, undecoded %d", disc, p.Unverifiable, verified, p.Undecoded)
+	}
+	// A KUBE-SERVICES rule: every port that would look broken is unjudged.
+	p = read(func(chain string, r IPTRule) bool {
+		return chain == "KUBE-SERVICES" && strings.Contains(r.Comment, "dp/web:dns")
+	})
+	disc, verified, _ = Compare(desired, p)
+	if len(disc) != 0 || p.Unverifiable != 1 || verified != 3 {
+		t.Fatalf("disc %+v, unverifiable %d, verified %d", disc, p.Unverifiable, verified)
+	}
+	if p.UndecodedSample[0] == "" || !strings.Contains(p.UndecodedSample[0], "not decoded") {
+		t.Fatalf("sample %q", p.UndecodedSample)
+	}
+}
+
+// kube-proxy's nfacct rule (the namespace tests cannot create the
+// accounting object, so this one is built by hand) prints as in the
+// captured iptables-nft-save output, two spaces included.
+func TestXTNfacct(t *testing.T) {
+	info := make([]byte, 40)
+	copy(info, "ct_state_invalid_dropped_pkts")
+	got, err := xtMatchText("nfacct", 0, info, false, 0)
+	if err != nil || !strings.Contains(string(readKP(t, "iptables-nft-filter.txt")), got+" -j DROP") {
+		t.Fatalf("%q %v", got, err)
+	}
+}

@@ -328,11 +328,12 @@ func TestKubeProxyRulesMetrics(t *testing.T) {
 		t.Fatalf("lint: %v %v", err, problems)
 	}
 	want := `
-# HELP node_doctor_kubeproxy_service_ports Service ports (per IP family) in the last verification of kube-proxy's rules, by mode and state (verified, broken, pending, no_endpoints).
+# HELP node_doctor_kubeproxy_service_ports Service ports (per IP family) in the last verification of kube-proxy's rules, by mode and state (verified, broken, pending, no_endpoints, unverifiable).
 # TYPE node_doctor_kubeproxy_service_ports gauge
 node_doctor_kubeproxy_service_ports{mode="iptables",state="broken"} 0
 node_doctor_kubeproxy_service_ports{mode="iptables",state="no_endpoints"} 1
 node_doctor_kubeproxy_service_ports{mode="iptables",state="pending"} 0
+node_doctor_kubeproxy_service_ports{mode="iptables",state="unverifiable"} 0
 node_doctor_kubeproxy_service_ports{mode="iptables",state="verified"} 4
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "node_doctor_kubeproxy_service_ports"); err != nil {

@@ -27,6 +27,15 @@ type Programmed struct {
 	// (from a rule comment or the chain name), for stale chains.
 	ServiceChains map[string]string
 	Rules         int
+	// Undecoded counts rules the reader could not fully decode; their
+	// chains are in UndecodedChains, and a port whose rules pass through
+	// one is unverifiable, not broken.
+	Undecoded       int
+	UndecodedChains map[string]bool
+	// UndecodedSample holds the first few such rules with their raw form.
+	UndecodedSample []string
+	// Unverifiable counts the ports Compare left unjudged for that.
+	Unverifiable int
 }
 
 func newProgrammed(mode string) *Programmed {
@@ -82,6 +91,20 @@ func newIPTCollector() *iptCollector {
 
 func (c *iptCollector) rule(table, chain string, r IPTRule) {
 	p := c.p
+	if r.Undecoded != "" {
+		if table == "nat" {
+			p.Rules++
+		}
+		p.Undecoded++
+		if p.UndecodedChains == nil {
+			p.UndecodedChains = map[string]bool{}
+		}
+		p.UndecodedChains[c.strs.get(chain)] = true
+		if len(p.UndecodedSample) < 3 {
+			p.UndecodedSample = append(p.UndecodedSample, table+": "+strings.Clone(r.Line)+" [not decoded: "+truncate(r.Undecoded, 200)+"]")
+		}
+		return
+	}
 	switch table {
 	case "nat":
 		p.Rules++
@@ -356,6 +379,12 @@ func Compare(desired []DesiredPort, p *Programmed) (disc []Discrepancy, verified
 				}
 			}
 		}
+		if len(disc) > before && p.undecodedFor(ch, got) {
+			// A rule here was not decoded: what looks wrong may not be.
+			disc = disc[:before]
+			p.Unverifiable++
+			continue
+		}
 		if len(disc) == before {
 			verified++
 		}
@@ -370,6 +399,30 @@ func Compare(desired []DesiredPort, p *Programmed) (disc []Discrepancy, verified
 	}
 	slices.SortFunc(disc, func(a, b Discrepancy) int { return strings.Compare(a.Key, b.Key) })
 	return disc, verified, noEndpoints
+}
+
+// undecodedFor says a rule the reader could not decode sits in a chain the
+// port's traffic passes: the shared entry chains, or the port's own.
+func (p *Programmed) undecodedFor(ch ExpectedChains, got string) bool {
+	if len(p.UndecodedChains) == 0 {
+		return false
+	}
+	for _, c := range []string{"KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-EXTERNAL-SERVICES", ch.Internal, ch.External, got} {
+		if p.UndecodedChains[c] {
+			return true
+		}
+	}
+	for _, c := range ch.All {
+		if p.UndecodedChains[c] {
+			return true
+		}
+	}
+	for _, e := range p.Endpoints[got] {
+		if sep, ok := strings.CutPrefix(e, "no DNAT in "); ok && p.UndecodedChains[sep] {
+			return true
+		}
+	}
+	return false
 }
 
 // compareEndpoints reports endpoints missing, extra (stale DNAT) or on the

@@ -111,16 +111,20 @@ type kubeProxyRulesCheck struct {
 	rules    *prometheus.GaugeVec
 	duration prometheus.Gauge
 	lag      *prometheus.GaugeVec
+	// undecoded: rules of the last read the netlink reader could not decode.
+	undecoded prometheus.Gauge
 }
 
 func newKubeProxyRulesCheck(d KubeProxyDeps, s *KubeProxySettings, g *graceTracker) *kubeProxyRulesCheck {
 	return &kubeProxyRulesCheck{d: d, s: s, g: g,
 		ports: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "node_doctor_kubeproxy_service_ports",
-			Help: "Service ports (per IP family) in the last verification of kube-proxy's rules, by mode and state (verified, broken, pending, no_endpoints)."}, []string{"mode", "state"}),
+			Help: "Service ports (per IP family) in the last verification of kube-proxy's rules, by mode and state (verified, broken, pending, no_endpoints, unverifiable)."}, []string{"mode", "state"}),
 		rules: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "node_doctor_kubeproxy_rules",
 			Help: "Rules (iptables), chain rules (nftables) or virtual servers (IPVS) of kube-proxy read in the last verification."}, []string{"mode"}),
 		duration: prometheus.NewGauge(prometheus.GaugeOpts{Name: "node_doctor_kubeproxy_verification_duration_seconds",
 			Help: "How long the last verification of kube-proxy's rules took (API read, rules read, parse, compare)."}),
+		undecoded: prometheus.NewGauge(prometheus.GaugeOpts{Name: "node_doctor_kubeproxy_rules_undecoded",
+			Help: "kube-proxy rules in the last verification that the netlink reader could not fully decode (their service ports are unverifiable, not broken)."}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "node_doctor_kubeproxy_sync_lag_seconds",
 			Help: "How far kube-proxy's last sync is behind its last queued change, as last seen (0 when in sync)."}, []string{"ip_family"}),
 	}
@@ -133,11 +137,12 @@ func (c *kubeProxyRulesCheck) Run(ctx context.Context) ([]check.Finding, error) 
 	c.duration.Set(time.Since(start).Seconds())
 	if st != nil {
 		c.ports.Reset()
-		for state, n := range map[string]int{"verified": st.verified, "broken": st.broken, "pending": st.pending, "no_endpoints": st.noEndpoints} {
+		for state, n := range map[string]int{"verified": st.verified, "broken": st.broken, "pending": st.pending, "no_endpoints": st.noEndpoints, "unverifiable": st.unverifiable} {
 			c.ports.WithLabelValues(st.mode, state).Set(float64(n))
 		}
 		c.rules.Reset()
 		c.rules.WithLabelValues(st.mode).Set(float64(st.rules))
+		c.undecoded.Set(float64(st.undecoded))
 		if st.sync != nil {
 			for fam, q := range st.sync.LastQueued {
 				c.lag.WithLabelValues(fam).Set(max(0, q.Sub(st.sync.LastSync[fam]).Seconds()))
@@ -153,6 +158,7 @@ func (c *kubeProxyRulesCheck) Describe(ch chan<- *prometheus.Desc) {
 	c.rules.Describe(ch)
 	c.duration.Describe(ch)
 	c.lag.Describe(ch)
+	c.undecoded.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -161,12 +167,14 @@ func (c *kubeProxyRulesCheck) Collect(ch chan<- prometheus.Metric) {
 	c.rules.Collect(ch)
 	c.duration.Collect(ch)
 	c.lag.Collect(ch)
+	c.undecoded.Collect(ch)
 }
 
 // runStats summarise one verification for the metrics.
 type runStats struct {
 	mode                                          string
 	verified, broken, pending, noEndpoints, rules int
+	unverifiable, undecoded                       int
 	sync                                          *KubeProxySync
 }
 
@@ -207,8 +215,9 @@ func kubeProxyRulesRun(ctx context.Context, d KubeProxyDeps, s *KubeProxySetting
 	}
 	now := d.now()
 	var all []Discrepancy
-	verified, noEP := 0, 0
-	rules := 0
+	verified, noEP, unverifiable := 0, 0, 0
+	rules, undecoded := 0, 0
+	var samples []string
 	for _, v6 := range []bool{false, true} {
 		p := obs.progs[v6]
 		var fam []DesiredPort
@@ -221,6 +230,8 @@ func kubeProxyRulesRun(ctx context.Context, d KubeProxyDeps, s *KubeProxySetting
 			continue
 		}
 		rules += p.Rules
+		undecoded += p.Undecoded
+		samples = append(samples, p.UndecodedSample...)
 		disc, v, n := Compare(fam, p)
 		disc, v = CompareIPVSNode(fam, v6, obs.ipvs, node, disc, v)
 		for i := range disc {
@@ -229,6 +240,7 @@ func kubeProxyRulesRun(ctx context.Context, d KubeProxyDeps, s *KubeProxySetting
 		all = append(all, disc...)
 		verified += v
 		noEP += n
+		unverifiable += p.Unverifiable
 	}
 	counted, pending := g.filter(all, now, s, sync)
 	var out []check.Finding
@@ -253,6 +265,9 @@ func kubeProxyRulesRun(ctx context.Context, d KubeProxyDeps, s *KubeProxySetting
 		reason = "ServicePortsVerified"
 		msg = fmt.Sprintf("%d service ports verified, %d broken on this node (%s mode, %d more have no endpoints anywhere)", verified, len(broken), obs.mode, noEP)
 	}
+	if unverifiable > 0 {
+		msg += fmt.Sprintf("; %d could not be verified: %d rules on their path were not fully decoded by the netlink reader", unverifiable, undecoded)
+	}
 	if pending > 0 {
 		msg += fmt.Sprintf("; %d differences are younger than kube-proxy's sync and not counted yet", pending)
 	}
@@ -265,13 +280,19 @@ func kubeProxyRulesRun(ctx context.Context, d KubeProxyDeps, s *KubeProxySetting
 	if obs.backend != "" {
 		f.Details["iptables_backend"] = obs.backend
 	}
+	if undecoded > 0 {
+		f.Details["rules_undecoded"] = fmt.Sprint(undecoded)
+		f.Details["service_ports_unverifiable"] = fmt.Sprint(unverifiable)
+		f.Details["undecoded_sample"] = strings.Join(samples, "; ")
+	}
 	out = append(out, f)
 	if obs.kpErr != nil && s.Mode == "" {
 		f := finding(check.SeverityWarning, "KubeProxyModeUnknown", fmt.Sprintf("kube-proxy did not answer /proxyMode on %s (%v); compared the %s rules found on the node", s.MetricsAddress, obs.kpErr, obs.mode))
 		f.Condition = check.ConditionKubeProxyRules
 		out = append(out, f)
 	}
-	return out, &runStats{mode: obs.mode, verified: verified, broken: len(broken), pending: pending, noEndpoints: noEP, rules: rules, sync: sync}, nil
+	return out, &runStats{mode: obs.mode, verified: verified, broken: len(broken), pending: pending, noEndpoints: noEP, rules: rules, sync: sync,
+		unverifiable: unverifiable, undecoded: undecoded}, nil
 }
 
 // readProgrammed works out the mode and reads its rules for both families.
