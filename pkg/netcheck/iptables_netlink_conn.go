@@ -16,6 +16,10 @@ import (
 // ruleset changed while it was read.
 var errDumpInterrupted = errors.New("nf_tables: ruleset changed during the read")
 
+// nftReadBuf holds any one datagram of a dump: the kernel sizes them to
+// the reader's buffer, up to about 32 KiB.
+const nftReadBuf = 1 << 20
+
 // dialNFTables opens an nf_tables netlink socket in ns (netns.None(): the
 // agent's own namespace).
 func dialNFTables(ns netns.NsHandle) (*netlink.Conn, error) {
@@ -33,7 +37,8 @@ func dialNFTables(ns netns.NsHandle) (*netlink.Conn, error) {
 // nftDump sends one NFT_MSG_GET* dump request and hands each answer's body
 // (after the nfgenmsg header) to fn as it arrives, one socket read at a
 // time, so a large table is never held whole.
-func nftDump(ctx context.Context, c *netlink.Conn, msg uint16, family byte, attrs []netlink.Attribute, fn func(body []byte) error) error {
+// buf is the read buffer (nil: one of 1 MiB, always enough for a datagram).
+func nftDump(ctx context.Context, c *netlink.Conn, buf []byte, msg uint16, family byte, attrs []netlink.Attribute, fn func(body []byte) error) error {
 	data, err := netlink.MarshalAttributes(attrs)
 	if err != nil {
 		return fmt.Errorf("nf_tables: %w", err)
@@ -57,9 +62,9 @@ func nftDump(ctx context.Context, c *netlink.Conn, msg uint16, family byte, attr
 	if err != nil {
 		return fmt.Errorf("nf_tables: %w", err)
 	}
-	// The kernel fills each read up to about a page group; 1 MiB is
-	// always enough for one datagram.
-	buf := make([]byte, 1<<20)
+	if buf == nil {
+		buf = make([]byte, nftReadBuf)
+	}
 	interrupted := false
 	for {
 		var n int

@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/google/nftables/expr"
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,38 +24,32 @@ type nftChainInfo struct {
 }
 
 // decodeNFTChain reads one NFT_MSG_NEWCHAIN message body (after the
-// nfgenmsg header). table is the chain's table.
+// nfgenmsg header).
 func decodeNFTChain(b []byte) (table string, c nftChainInfo, err error) {
-	ad, err := netlink.NewAttributeDecoder(b)
-	if err != nil {
-		return "", c, fmt.Errorf("nft chain: %w", err)
-	}
-	ad.ByteOrder = binary.BigEndian
 	c.Policy = "-"
 	policy := uint32(1) // NF_ACCEPT
-	for ad.Next() {
-		switch ad.Type() {
+	a := nlAttrs{b: b}
+	for t, v, ok := a.next(); ok; t, v, ok = a.next() {
+		switch t {
 		case unix.NFTA_CHAIN_TABLE:
-			table = ad.String()
+			table = nlString(v)
 		case unix.NFTA_CHAIN_NAME:
-			c.Name = ad.String()
+			c.Name = nlString(v)
 		case unix.NFTA_CHAIN_HOOK:
 			c.Base = true
-			ad.Nested(func(nd *netlink.AttributeDecoder) error {
-				for nd.Next() {
-					if nd.Type() == unix.NFTA_HOOK_HOOKNUM && len(nd.Bytes()) == 4 {
-						c.Hook = nd.Uint32()
-					}
+			h := nlAttrs{b: v}
+			for ht, hv, ok := h.next(); ok; ht, hv, ok = h.next() {
+				if ht == unix.NFTA_HOOK_HOOKNUM {
+					c.Hook, _ = be32(hv)
 				}
-				return nil
-			})
+			}
 		case unix.NFTA_CHAIN_POLICY:
-			if len(ad.Bytes()) == 4 {
-				policy = ad.Uint32()
+			if p, ok := be32(v); ok {
+				policy = p
 			}
 		}
 	}
-	if err := ad.Err(); err != nil {
+	if err := a.err(); err != nil {
 		return "", c, fmt.Errorf("nft chain: %w", err)
 	}
 	if c.Base {
@@ -83,25 +75,21 @@ type nftRuleLine struct {
 // header) of an ip (ipv6 false) or ip6 table.
 func decodeNFTRule(b []byte, ipv6 bool) (nftRuleLine, error) {
 	var r nftRuleLine
-	ad, err := netlink.NewAttributeDecoder(b)
-	if err != nil {
-		return r, fmt.Errorf("nft rule: %w", err)
-	}
-	ad.ByteOrder = binary.BigEndian
 	var exprs, udata []byte
-	for ad.Next() {
-		switch ad.Type() {
+	a := nlAttrs{b: b}
+	for t, v, ok := a.next(); ok; t, v, ok = a.next() {
+		switch t {
 		case unix.NFTA_RULE_TABLE:
-			r.Table = ad.String()
+			r.Table = nlString(v)
 		case unix.NFTA_RULE_CHAIN:
-			r.Chain = ad.String()
+			r.Chain = nlString(v)
 		case unix.NFTA_RULE_EXPRESSIONS:
-			exprs = ad.Bytes()
+			exprs = v
 		case unix.NFTA_RULE_USERDATA:
-			udata = ad.Bytes()
+			udata = v
 		}
 	}
-	if err := ad.Err(); err != nil {
+	if err := a.err(); err != nil {
 		return r, fmt.Errorf("nft rule: %w", err)
 	}
 	if r.Chain == "" {
@@ -112,7 +100,7 @@ func decodeNFTRule(b []byte, ipv6 bool) (nftRuleLine, error) {
 		st.unknown("expressions", exprs, err)
 	}
 	if c, ok := udataComment(udata); ok && !st.sawComment {
-		st.matches = append(st.matches, &ruleMatch{text: " -m comment --comment" + saveString(c)})
+		st.matches = append(st.matches, ruleMatch{text: " -m comment --comment" + saveString(c)})
 	}
 	r.Line = st.line(r.Chain)
 	r.Unknown = st.unk
@@ -128,7 +116,7 @@ func udataComment(b []byte) (string, bool) {
 			return "", false
 		}
 		if t == 0 {
-			return strings.TrimRight(string(b[2:2+l]), "\x00"), true
+			return cString(b[2 : 2+l]), true
 		}
 		b = b[2+l:]
 	}
@@ -143,20 +131,36 @@ type ruleMatch struct {
 	sport, dport string
 }
 
-func (m *ruleMatch) String() string {
+func (m *ruleMatch) write(b *strings.Builder) {
 	if m.proto == "" {
-		return m.text
+		b.WriteString(m.text)
+		return
 	}
-	return " -m " + m.proto + m.sport + m.dport
+	b.WriteString(" -m ")
+	b.WriteString(m.proto)
+	b.WriteString(m.sport)
+	b.WriteString(m.dport)
 }
+
+// Register sources, and the nf_tables constants x/sys does not have.
+const (
+	regNone = iota
+	regPayload
+	regMeta
+
+	payloadNetwork   = 1 // NFT_PAYLOAD_NETWORK_HEADER
+	payloadTransport = 2 // NFT_PAYLOAD_TRANSPORT_HEADER
+
+	nftaBitwiseOp = 6
+)
 
 // regSource is what the rule loaded into register 1 last.
 type regSource struct {
-	kind   int // 0 none, 1 payload, 2 meta
-	base   expr.PayloadBase
+	kind   int
+	base   uint32
 	off    uint32
 	len    uint32
-	meta   expr.MetaKey
+	meta   uint32
 	mask   []byte
 	masked bool
 }
@@ -164,11 +168,11 @@ type regSource struct {
 type ruleState struct {
 	ipv6 bool
 	reg  regSource
-	imm  map[uint32][]byte // registers loaded by immediate (native nat)
+	imm  [32][]byte // registers loaded by immediate (native nat)
 
 	src, dst, in, out, proto string // the header part, already with " ! -s" etc.
 	protoNum                 int
-	matches                  []*ruleMatch
+	matches                  []ruleMatch
 	target                   string
 	sawComment               bool
 	unk                      string
@@ -192,6 +196,7 @@ func (s *ruleState) unknown(what string, raw []byte, err error) {
 
 func (s *ruleState) line(chain string) string {
 	var b strings.Builder
+	b.Grow(128)
 	b.WriteString("-A ")
 	b.WriteString(chain)
 	b.WriteString(s.src)
@@ -199,8 +204,8 @@ func (s *ruleState) line(chain string) string {
 	b.WriteString(s.in)
 	b.WriteString(s.out)
 	b.WriteString(s.proto)
-	for _, m := range s.matches {
-		b.WriteString(m.String())
+	for i := range s.matches {
+		s.matches[i].write(&b)
 	}
 	b.WriteString(s.target)
 	return b.String()
@@ -208,181 +213,191 @@ func (s *ruleState) line(chain string) string {
 
 // exprs walks the NFTA_RULE_EXPRESSIONS list.
 func (s *ruleState) exprs(b []byte) error {
-	ad, err := netlink.NewAttributeDecoder(b)
-	if err != nil {
-		return err
-	}
-	ad.ByteOrder = binary.BigEndian
-	for ad.Next() {
-		if ad.Type() != unix.NFTA_LIST_ELEM {
+	a := nlAttrs{b: b}
+	for t, v, ok := a.next(); ok; t, v, ok = a.next() {
+		if t != unix.NFTA_LIST_ELEM {
 			continue
 		}
-		var name string
-		var data []byte
-		ad.Nested(func(nd *netlink.AttributeDecoder) error {
-			for nd.Next() {
-				switch nd.Type() {
-				case unix.NFTA_EXPR_NAME:
-					name = nd.String()
-				case unix.NFTA_EXPR_DATA:
-					data = nd.Bytes()
-				}
+		var name, data []byte
+		e := nlAttrs{b: v}
+		for et, ev, ok := e.next(); ok; et, ev, ok = e.next() {
+			switch et {
+			case unix.NFTA_EXPR_NAME:
+				name = ev
+			case unix.NFTA_EXPR_DATA:
+				data = ev
 			}
-			return nil
-		})
-		if err := s.expr(name, data); err != nil {
-			s.unknown("expression "+name, data, err)
+		}
+		n := cString(name)
+		if err := e.err(); err != nil {
+			s.unknown("expression "+n, v, err)
+			continue
+		}
+		if err := s.expr(n, data); err != nil {
+			s.unknown("expression "+n, data, err)
 		}
 	}
-	return ad.Err()
-}
-
-// unmarshalExpr is expr.Unmarshal that turns a decoder panic on malformed
-// bytes into an error.
-func unmarshalExpr(fam byte, data []byte, e expr.Any) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("malformed: %v", r)
-		}
-	}()
-	return expr.Unmarshal(fam, data, e)
+	return a.err()
 }
 
 var errNoDecoder = fmt.Errorf("no decoder")
 
-func (s *ruleState) fam() byte {
-	if s.ipv6 {
-		return unix.NFPROTO_IPV6
-	}
-	return unix.NFPROTO_IPV4
+// u32attrs reads an expression's attributes that are all 4-byte values,
+// plus the nested data ones, by type.
+type exprAttrs struct {
+	u32  [16]uint32
+	has  uint32 // bit per type
+	data [16][]byte
 }
 
+func readExprAttrs(b []byte) (exprAttrs, error) {
+	var x exprAttrs
+	a := nlAttrs{b: b}
+	for t, v, ok := a.next(); ok; t, v, ok = a.next() {
+		if t >= 16 {
+			continue
+		}
+		x.has |= 1 << t
+		x.data[t] = v
+		if u, ok := be32(v); ok {
+			x.u32[t] = u
+		}
+	}
+	return x, a.err()
+}
+
+func (x *exprAttrs) get(t uint16) (uint32, bool) { return x.u32[t], x.has&(1<<t) != 0 }
+
 func (s *ruleState) expr(name string, data []byte) error {
-	fam := s.fam()
+	if name == "match" || name == "target" {
+		return s.xt(name, data)
+	}
+	x, err := readExprAttrs(data)
+	if err != nil {
+		return err
+	}
 	switch name {
 	case "counter":
 		return nil
 	case "payload":
-		var e expr.Payload
-		if err := unmarshalExpr(fam, data, &e); err != nil {
-			return err
-		}
-		if e.OperationType != expr.PayloadLoad || e.DestRegister != 1 {
+		dreg, _ := x.get(unix.NFTA_PAYLOAD_DREG)
+		if _, w := x.get(unix.NFTA_PAYLOAD_SREG); w || dreg != 1 {
 			return errNoDecoder
 		}
-		s.reg = regSource{kind: 1, base: e.Base, off: e.Offset, len: e.Len}
+		base, _ := x.get(unix.NFTA_PAYLOAD_BASE)
+		off, _ := x.get(unix.NFTA_PAYLOAD_OFFSET)
+		l, _ := x.get(unix.NFTA_PAYLOAD_LEN)
+		s.reg = regSource{kind: regPayload, base: base, off: off, len: l}
 		return nil
 	case "meta":
-		var e expr.Meta
-		if err := unmarshalExpr(fam, data, &e); err != nil {
-			return err
-		}
-		if e.SourceRegister || e.Register != 1 {
+		dreg, _ := x.get(unix.NFTA_META_DREG)
+		if _, w := x.get(unix.NFTA_META_SREG); w || dreg != 1 {
 			return errNoDecoder
 		}
-		s.reg = regSource{kind: 2, meta: e.Key}
+		key, _ := x.get(unix.NFTA_META_KEY)
+		s.reg = regSource{kind: regMeta, meta: key}
 		return nil
 	case "bitwise":
-		var e expr.Bitwise
-		if err := unmarshalExpr(fam, data, &e); err != nil {
-			return err
-		}
-		if e.SourceRegister != 1 || e.DestRegister != 1 || s.reg.kind == 0 || s.reg.masked || !allZero(e.Xor) || len(e.Mask) != int(e.Len) {
+		sreg, _ := x.get(unix.NFTA_BITWISE_SREG)
+		dreg, _ := x.get(unix.NFTA_BITWISE_DREG)
+		l, _ := x.get(unix.NFTA_BITWISE_LEN)
+		op, _ := x.get(nftaBitwiseOp)
+		mask, mok := nestedValue(x.data[unix.NFTA_BITWISE_MASK])
+		xor, xok := nestedValue(x.data[unix.NFTA_BITWISE_XOR])
+		if sreg != 1 || dreg != 1 || op != 0 || !mok || !xok || s.reg.kind == regNone || s.reg.masked || !allZero(xor) || len(mask) != int(l) {
 			return errNoDecoder
 		}
-		s.reg.mask, s.reg.masked = e.Mask, true
+		s.reg.mask, s.reg.masked = mask, true
 		return nil
 	case "cmp":
-		var e expr.Cmp
-		if err := unmarshalExpr(fam, data, &e); err != nil {
-			return err
-		}
-		if e.Register != 1 || (e.Op != expr.CmpOpEq && e.Op != expr.CmpOpNeq) {
+		sreg, _ := x.get(unix.NFTA_CMP_SREG)
+		op, _ := x.get(unix.NFTA_CMP_OP)
+		v, ok := nestedValue(x.data[unix.NFTA_CMP_DATA])
+		if sreg != 1 || !ok || (op != unix.NFT_CMP_EQ && op != unix.NFT_CMP_NEQ) {
 			return errNoDecoder
 		}
-		return s.cmp(e.Op == expr.CmpOpNeq, e.Data, nil)
+		return s.cmp(op == unix.NFT_CMP_NEQ, v, nil)
 	case "range":
-		var e expr.Range
-		if err := unmarshalExpr(fam, data, &e); err != nil {
-			return err
-		}
-		if e.Register != 1 || (e.Op != expr.CmpOpEq && e.Op != expr.CmpOpNeq) {
+		sreg, _ := x.get(unix.NFTA_RANGE_SREG)
+		op, _ := x.get(unix.NFTA_RANGE_OP)
+		from, fok := nestedValue(x.data[unix.NFTA_RANGE_FROM_DATA])
+		to, tok := nestedValue(x.data[unix.NFTA_RANGE_TO_DATA])
+		if sreg != 1 || !fok || !tok || (op != unix.NFT_CMP_EQ && op != unix.NFT_CMP_NEQ) {
 			return errNoDecoder
 		}
-		return s.cmp(e.Op == expr.CmpOpNeq, e.FromData, e.ToData)
+		return s.cmp(op == unix.NFT_CMP_NEQ, from, to)
 	case "immediate":
-		var e expr.Immediate
-		if err := unmarshalExpr(fam, data, &e); err != nil {
-			return err
-		}
-		if e.Register != unix.NFT_REG_VERDICT {
-			if s.imm == nil {
-				s.imm = map[uint32][]byte{}
+		dreg, _ := x.get(unix.NFTA_IMMEDIATE_DREG)
+		d := x.data[unix.NFTA_IMMEDIATE_DATA]
+		if dreg != unix.NFT_REG_VERDICT {
+			v, ok := nestedValue(d)
+			if !ok || dreg >= uint32(len(s.imm)) {
+				return errNoDecoder
 			}
-			s.imm[e.Register] = e.Data
+			s.imm[dreg] = v
 			return nil
 		}
-		var v expr.Verdict
-		if err := unmarshalExpr(fam, data, &v); err != nil {
-			return err
-		}
-		return s.verdict(v)
-	case "match":
-		n, rev, info, err := decodeXT(data, unix.NFTA_MATCH_NAME, unix.NFTA_MATCH_REV, unix.NFTA_MATCH_INFO)
-		if err != nil {
-			return err
-		}
-		text, err := xtMatchText(n, rev, info, s.ipv6, s.protoNum)
-		if err != nil {
-			s.matches = append(s.matches, &ruleMatch{text: " -m " + n})
-			return err
-		}
-		if n == "comment" {
-			s.sawComment = true
-		}
-		s.matches = append(s.matches, &ruleMatch{text: text})
-		return nil
-	case "target":
-		n, rev, info, err := decodeXT(data, unix.NFTA_TARGET_NAME, unix.NFTA_TARGET_REV, unix.NFTA_TARGET_INFO)
-		if err != nil {
-			return err
-		}
-		text, err := xtTargetText(n, rev, info, s.ipv6)
-		if err != nil {
-			_ = s.setTarget(" -j " + n)
-			return err
-		}
-		return s.setTarget(" -j " + n + text)
+		return s.verdict(d)
 	case "masq":
-		var e expr.Masq
-		if err := unmarshalExpr(fam, data, &e); err != nil {
-			return err
+		if _, p := x.get(unix.NFTA_MASQ_REG_PROTO_MIN); p {
+			return errNoDecoder
 		}
-		if e.ToPorts {
+		flags, _ := x.get(unix.NFTA_MASQ_FLAGS)
+		if flags&^(natRandom|natRandomFully) != 0 {
 			return errNoDecoder
 		}
 		t := " -j MASQUERADE"
-		if e.Random {
+		if flags&natRandom != 0 {
 			t += " --random"
 		}
-		if e.FullyRandom {
+		if flags&natRandomFully != 0 {
 			t += " --random-fully"
 		}
 		return s.setTarget(t)
 	case "nat":
-		return s.nativeNAT(data)
+		return s.nativeNAT(&x)
 	case "reject":
-		var e expr.Reject
-		if err := unmarshalExpr(fam, data, &e); err != nil {
-			return err
+		typ, _ := x.get(unix.NFTA_REJECT_TYPE)
+		var code uint8
+		if c := x.data[unix.NFTA_REJECT_ICMP_CODE]; len(c) == 1 {
+			code = c[0]
 		}
-		with, ok := nativeRejectName(e.Type, e.Code, s.ipv6)
+		with, ok := nativeRejectName(typ, code, s.ipv6)
 		if !ok {
 			return errNoDecoder
 		}
 		return s.setTarget(" -j REJECT --reject-with " + with)
 	}
 	return errNoDecoder
+}
+
+func (s *ruleState) xt(kind string, data []byte) error {
+	if kind == "match" {
+		n, rev, info, err := decodeXT(data, unix.NFTA_MATCH_NAME, unix.NFTA_MATCH_REV, unix.NFTA_MATCH_INFO)
+		if err != nil {
+			return err
+		}
+		text, err := xtMatchText(n, rev, info, s.ipv6, s.protoNum)
+		if err != nil {
+			s.matches = append(s.matches, ruleMatch{text: " -m " + n})
+			return err
+		}
+		if n == "comment" {
+			s.sawComment = true
+		}
+		s.matches = append(s.matches, ruleMatch{text: text})
+		return nil
+	}
+	n, rev, info, err := decodeXT(data, unix.NFTA_TARGET_NAME, unix.NFTA_TARGET_REV, unix.NFTA_TARGET_INFO)
+	if err != nil {
+		return err
+	}
+	text, err := xtTargetText(n, rev, info, s.ipv6)
+	if err != nil {
+		_ = s.setTarget(" -j " + n)
+		return err
+	}
+	return s.setTarget(" -j " + n + text)
 }
 
 func (s *ruleState) setTarget(t string) error {
@@ -393,24 +408,55 @@ func (s *ruleState) setTarget(t string) error {
 	return nil
 }
 
-func (s *ruleState) verdict(v expr.Verdict) error {
-	switch v.Kind {
-	case expr.VerdictAccept:
+// verdict reads an immediate's NFTA_DATA_VERDICT.
+func (s *ruleState) verdict(d []byte) error {
+	var code int32
+	var chain string
+	found := false
+	a := nlAttrs{b: d}
+	for t, v, ok := a.next(); ok; t, v, ok = a.next() {
+		if t != unix.NFTA_DATA_VERDICT {
+			continue
+		}
+		found = true
+		va := nlAttrs{b: v}
+		for vt, vv, ok := va.next(); ok; vt, vv, ok = va.next() {
+			switch vt {
+			case unix.NFTA_VERDICT_CODE:
+				c, ok := be32(vv)
+				if !ok {
+					return errNoDecoder
+				}
+				code = int32(c)
+			case unix.NFTA_VERDICT_CHAIN:
+				chain = nlString(vv)
+			}
+		}
+		if err := va.err(); err != nil {
+			return err
+		}
+	}
+	if err := a.err(); err != nil {
+		return err
+	}
+	if !found {
+		return errNoDecoder
+	}
+	switch code {
+	case 1: // NF_ACCEPT
 		return s.setTarget(" -j ACCEPT")
-	case expr.VerdictDrop:
+	case 0: // NF_DROP
 		return s.setTarget(" -j DROP")
-	case expr.VerdictReturn:
+	case unix.NFT_RETURN:
 		return s.setTarget(" -j RETURN")
-	case expr.VerdictJump:
-		if v.Chain == "" {
+	case unix.NFT_JUMP, unix.NFT_GOTO:
+		if chain == "" {
 			return errNoDecoder
 		}
-		return s.setTarget(" -j " + v.Chain)
-	case expr.VerdictGoto:
-		if v.Chain == "" {
-			return errNoDecoder
+		if code == unix.NFT_GOTO {
+			return s.setTarget(" -g " + chain)
 		}
-		return s.setTarget(" -g " + v.Chain)
+		return s.setTarget(" -j " + chain)
 	}
 	return errNoDecoder
 }
@@ -441,15 +487,15 @@ func (s *ruleState) cmp(neg bool, data, to []byte) error {
 		addrOff, addrLen, protoOff = 8, 16, 6
 	}
 	switch {
-	case r.kind == 2 && r.meta == expr.MetaKeyL4PROTO && !r.masked && to == nil && len(data) == 1,
-		r.kind == 1 && r.base == expr.PayloadBaseNetworkHeader && r.off == protoOff && r.len == 1 && !r.masked && to == nil && len(data) == 1:
+	case r.kind == regMeta && r.meta == unix.NFT_META_L4PROTO && !r.masked && to == nil && len(data) == 1,
+		r.kind == regPayload && r.base == payloadNetwork && r.off == protoOff && r.len == 1 && !r.masked && to == nil && len(data) == 1:
 		if s.proto != "" {
 			return errNoDecoder
 		}
 		s.protoNum = int(data[0])
 		s.proto = bang(neg) + " -p " + protoName(data[0])
 		return nil
-	case r.kind == 1 && r.base == expr.PayloadBaseNetworkHeader && (r.off == addrOff || r.off == addrOff+addrLen) && to == nil:
+	case r.kind == regPayload && r.base == payloadNetwork && (r.off == addrOff || r.off == addrOff+addrLen) && to == nil:
 		a, err := prefixText(data, r, addrLen)
 		if err != nil {
 			return err
@@ -466,12 +512,12 @@ func (s *ruleState) cmp(neg bool, data, to []byte) error {
 			s.dst = bang(neg) + " -d " + a
 		}
 		return nil
-	case r.kind == 2 && (r.meta == expr.MetaKeyIIFNAME || r.meta == expr.MetaKeyOIFNAME) && !r.masked && to == nil:
+	case r.kind == regMeta && (r.meta == unix.NFT_META_IIFNAME || r.meta == unix.NFT_META_OIFNAME) && !r.masked && to == nil:
 		name := ifaceText(data)
 		if name == "" {
 			return errNoDecoder
 		}
-		if r.meta == expr.MetaKeyIIFNAME {
+		if r.meta == unix.NFT_META_IIFNAME {
 			if s.in != "" {
 				return errNoDecoder
 			}
@@ -483,15 +529,15 @@ func (s *ruleState) cmp(neg bool, data, to []byte) error {
 			s.out = bang(neg) + " -o " + name
 		}
 		return nil
-	case r.kind == 1 && r.base == expr.PayloadBaseTransportHeader && r.off == 0 && r.len == 4 && !r.masked && len(data) == 4 && !neg && to == nil:
+	case r.kind == regPayload && r.base == payloadTransport && r.off == 0 && r.len == 4 && !r.masked && len(data) == 4 && !neg && to == nil:
 		// --sport and --dport together, as one load of both ports.
-		s.reg = regSource{kind: 1, base: r.base, off: 0, len: 2}
+		s.reg = regSource{kind: regPayload, base: r.base, off: 0, len: 2}
 		if err := s.cmp(false, data[:2], nil); err != nil {
 			return err
 		}
-		s.reg = regSource{kind: 1, base: r.base, off: 2, len: 2}
+		s.reg = regSource{kind: regPayload, base: r.base, off: 2, len: 2}
 		return s.cmp(false, data[2:], nil)
-	case r.kind == 1 && r.base == expr.PayloadBaseTransportHeader && (r.off == 0 || r.off == 2) && r.len == 2 && !r.masked && len(data) == 2:
+	case r.kind == regPayload && r.base == payloadTransport && (r.off == 0 || r.off == 2) && r.len == 2 && !r.masked && len(data) == 2:
 		var pname string
 		switch s.protoNum {
 		case unix.IPPROTO_TCP:
@@ -509,14 +555,14 @@ func (s *ruleState) cmp(neg bool, data, to []byte) error {
 			port += ":" + strconv.Itoa(int(binary.BigEndian.Uint16(to)))
 		}
 		var m *ruleMatch
-		for _, x := range s.matches {
-			if x.proto == pname {
-				m = x
+		for i := range s.matches {
+			if s.matches[i].proto == pname {
+				m = &s.matches[i]
 			}
 		}
 		if m == nil {
-			m = &ruleMatch{proto: pname}
-			s.matches = append(s.matches, m)
+			s.matches = append(s.matches, ruleMatch{proto: pname})
+			m = &s.matches[len(s.matches)-1]
 		}
 		if r.off == 0 {
 			if m.sport != "" {
@@ -530,7 +576,7 @@ func (s *ruleState) cmp(neg bool, data, to []byte) error {
 			m.dport = bang(neg) + " --dport " + port
 		}
 		return nil
-	case r.kind == 2 && r.meta == expr.MetaKeyMARK && to == nil && len(data) == 4:
+	case r.kind == regMeta && r.meta == unix.NFT_META_MARK && to == nil && len(data) == 4:
 		t := " -m mark" + bang(neg) + " --mark " + hex32(binary.NativeEndian.Uint32(data))
 		if r.masked {
 			if len(r.mask) != 4 {
@@ -540,7 +586,7 @@ func (s *ruleState) cmp(neg bool, data, to []byte) error {
 				t += "/" + hex32(m)
 			}
 		}
-		s.matches = append(s.matches, &ruleMatch{text: t})
+		s.matches = append(s.matches, ruleMatch{text: t})
 		return nil
 	}
 	return errNoDecoder
@@ -637,28 +683,25 @@ func protoName(p byte) string {
 
 // decodeXT reads a match or target expression's name, revision and info.
 func decodeXT(b []byte, nameT, revT, infoT uint16) (string, uint32, []byte, error) {
-	ad, err := netlink.NewAttributeDecoder(b)
-	if err != nil {
-		return "", 0, nil, err
-	}
-	ad.ByteOrder = binary.BigEndian
 	var name string
 	var rev uint32
 	var info []byte
-	for ad.Next() {
-		switch ad.Type() {
+	a := nlAttrs{b: b}
+	for t, v, ok := a.next(); ok; t, v, ok = a.next() {
+		switch t {
 		case nameT:
-			name = strings.TrimRight(string(ad.Bytes()), "\x00")
+			name = nlString(v)
 		case revT:
-			if len(ad.Bytes()) != 4 {
+			r, ok := be32(v)
+			if !ok {
 				return "", 0, nil, fmt.Errorf("bad revision")
 			}
-			rev = ad.Uint32()
+			rev = r
 		case infoT:
-			info = ad.Bytes()
+			info = v
 		}
 	}
-	if err := ad.Err(); err != nil {
+	if err := a.err(); err != nil {
 		return "", 0, nil, err
 	}
 	if name == "" {
@@ -1111,65 +1154,62 @@ func nativeRejectName(typ uint32, code uint8, ipv6 bool) (string, bool) {
 
 // nativeNAT prints an nft nat expression (addresses and ports loaded into
 // registers by immediates before it) as the DNAT/SNAT target.
-func (s *ruleState) nativeNAT(data []byte) error {
-	var e expr.NAT
-	if err := unmarshalExpr(s.fam(), data, &e); err != nil {
-		return err
-	}
+func (s *ruleState) nativeNAT(x *exprAttrs) error {
 	var r natRange
 	reg := func(n uint32, size int) ([]byte, bool) {
-		v, ok := s.imm[n]
-		return v, ok && len(v) == size
+		if n >= uint32(len(s.imm)) {
+			return nil, false
+		}
+		v := s.imm[n]
+		return v, len(v) == size
 	}
 	alen := 4
 	if s.ipv6 {
 		alen = 16
 	}
-	if e.RegAddrMin != 0 {
-		v, ok := reg(e.RegAddrMin, alen)
+	if amin, ok := x.get(unix.NFTA_NAT_REG_ADDR_MIN); ok {
+		v, ok := reg(amin, alen)
 		if !ok {
 			return errNoDecoder
 		}
 		r.minAddr, _ = netip.AddrFromSlice(v)
 		r.maxAddr = r.minAddr
-		if e.RegAddrMax != 0 {
-			if v, ok = reg(e.RegAddrMax, alen); !ok {
+		if amax, ok := x.get(unix.NFTA_NAT_REG_ADDR_MAX); ok {
+			if v, ok = reg(amax, alen); !ok {
 				return errNoDecoder
 			}
 			r.maxAddr, _ = netip.AddrFromSlice(v)
 		}
 		r.flags |= natMapIPs
 	}
-	if e.RegProtoMin != 0 {
-		v, ok := reg(e.RegProtoMin, 2)
+	if pmin, ok := x.get(unix.NFTA_NAT_REG_PROTO_MIN); ok {
+		v, ok := reg(pmin, 2)
 		if !ok {
 			return errNoDecoder
 		}
 		r.minPort = binary.BigEndian.Uint16(v)
 		r.maxPort = r.minPort
-		if e.RegProtoMax != 0 {
-			if v, ok = reg(e.RegProtoMax, 2); !ok {
+		if pmax, ok := x.get(unix.NFTA_NAT_REG_PROTO_MAX); ok {
+			if v, ok = reg(pmax, 2); !ok {
 				return errNoDecoder
 			}
 			r.maxPort = binary.BigEndian.Uint16(v)
 		}
 		r.flags |= natProtoSpec
 	}
-	if e.Random {
-		r.flags |= natRandom
-	}
-	if e.FullyRandom {
-		r.flags |= natRandomFully
-	}
-	if e.Persistent {
-		r.flags |= natPersistent
-	}
-	if e.Prefix {
+	flags, _ := x.get(unix.NFTA_NAT_FLAGS)
+	if flags&^(natMapIPs|natProtoSpec|natRandom|natRandomFully|natPersistent) != 0 {
 		return errNoDecoder
 	}
+	r.flags |= flags & (natRandom | natRandomFully | natPersistent)
+	typ, _ := x.get(unix.NFTA_NAT_TYPE)
 	name, opt := " -j DNAT", "--to-destination"
-	if e.Type == expr.NATTypeSourceNAT {
+	switch typ {
+	case unix.NFT_NAT_SNAT:
 		name, opt = " -j SNAT", "--to-source"
+	case unix.NFT_NAT_DNAT:
+	default:
+		return errNoDecoder
 	}
 	t, err := natText(opt, r, s.ipv6)
 	if err != nil {

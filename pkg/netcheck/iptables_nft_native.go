@@ -56,7 +56,8 @@ func readNFTIPTable(ctx context.Context, c *netlink.Conn, ipv6 bool, table strin
 		fam = unix.NFPROTO_IPV6
 	}
 	var chains []nftChainInfo
-	err := nftDump(ctx, c, unix.NFT_MSG_GETCHAIN, fam,
+	buf := make([]byte, nftReadBuf)
+	err := nftDump(ctx, c, buf, unix.NFT_MSG_GETCHAIN, fam,
 		[]netlink.Attribute{{Type: unix.NFTA_CHAIN_TABLE, Data: append([]byte(table), 0)}},
 		func(body []byte) error {
 			t, ch, err := decodeNFTChain(body)
@@ -114,26 +115,37 @@ func readNFTIPTable(ctx context.Context, c *netlink.Conn, ipv6 bool, table strin
 		return nil
 	}
 	toks := make([]string, 0, 32)
-	err = nftDump(ctx, c, unix.NFT_MSG_GETRULE, fam,
-		[]netlink.Attribute{{Type: unix.NFTA_RULE_TABLE, Data: append([]byte(table), 0)}},
-		func(body []byte) error {
-			r, err := decodeNFTRule(body, ipv6)
-			if err != nil {
-				return err
-			}
-			if r.Table != table {
+	// One dump per chain: the kernel finds a named chain by hash, while a
+	// whole-table dump rescans the table from its start for every datagram
+	// (quadratic: 37 s instead of 2 s at 10,000 Services).
+	for _, ch := range chains {
+		err = nftDump(ctx, c, buf, unix.NFT_MSG_GETRULE, fam,
+			[]netlink.Attribute{
+				{Type: unix.NFTA_RULE_TABLE, Data: append([]byte(table), 0)},
+				{Type: unix.NFTA_RULE_CHAIN, Data: append([]byte(ch.Name), 0)},
+			},
+			func(body []byte) error {
+				r, err := decodeNFTRule(body, ipv6)
+				if err != nil {
+					return err
+				}
+				if r.Table != table {
+					return nil
+				}
+				rule, chain, err := parseIPTRule(r.Line, toks[:0])
+				if err != nil {
+					return fmt.Errorf("nf_tables: rule in %s: %w", r.Chain, err)
+				}
+				rule.Undecoded = r.Unknown
+				into.add(cur, chain, rule, &strs)
 				return nil
-			}
-			rule, chain, err := parseIPTRule(r.Line, toks[:0])
-			if err != nil {
-				return fmt.Errorf("nf_tables: rule in %s: %w", r.Chain, err)
-			}
-			rule.Undecoded = r.Unknown
-			into.add(cur, chain, rule, &strs)
-			return nil
-		})
-	if err != nil {
-		return fmt.Errorf("nf_tables: list rules of %s: %w", table, err)
+			})
+		if errors.Is(err, unix.ENOENT) {
+			continue // a built-in chain not created yet, or one just deleted
+		}
+		if err != nil {
+			return fmt.Errorf("nf_tables: list rules of %s %s: %w", table, ch.Name, err)
+		}
 	}
 	return nil
 }

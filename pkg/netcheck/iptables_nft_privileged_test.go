@@ -171,7 +171,7 @@ func TestPrivilegedNetlinkIPTablesFixtures(t *testing.T) {
 			fam, flag = 10, "6"
 		}
 		for _, table := range []string{"nat", "filter"} {
-			err := nftDump(context.Background(), c, 7 /* NFT_MSG_GETRULE */, fam, nil, func(body []byte) error {
+			err := nftDump(context.Background(), c, nil, 7 /* NFT_MSG_GETRULE */, fam, nil, func(body []byte) error {
 				r, err := decodeNFTRule(body, v6)
 				if err != nil || r.Table != table {
 					return err
