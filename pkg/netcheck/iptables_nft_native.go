@@ -3,6 +3,7 @@ package netcheck
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -114,40 +115,101 @@ func readNFTIPTable(ctx context.Context, c *netlink.Conn, ipv6 bool, table strin
 	if into.ChainsOnly {
 		return nil
 	}
-	toks := make([]string, 0, 32)
-	// One dump per chain: the kernel finds a named chain by hash, while a
-	// whole-table dump rescans the table from its start for every datagram
-	// (quadratic: 37 s instead of 2 s at 10,000 Services).
-	for _, ch := range chains {
-		err = nftDump(ctx, c, buf, unix.NFT_MSG_GETRULE, fam,
-			[]netlink.Attribute{
-				{Type: unix.NFTA_RULE_TABLE, Data: append([]byte(table), 0)},
-				{Type: unix.NFTA_RULE_CHAIN, Data: append([]byte(ch.Name), 0)},
-			},
-			func(body []byte) error {
-				r, err := decodeNFTRule(body, ipv6)
-				if err != nil {
-					return err
-				}
-				if r.Table != table {
-					return nil
-				}
-				rule, chain, err := parseIPTRule(r.Line, toks[:0])
-				if err != nil {
-					return fmt.Errorf("nf_tables: rule in %s: %w", r.Chain, err)
-				}
-				rule.Undecoded = r.Unknown
-				into.add(cur, chain, rule, &strs)
-				return nil
-			})
-		if errors.Is(err, unix.ENOENT) {
-			continue // a built-in chain not created yet, or one just deleted
-		}
+	return readNFTRules(ctx, c, buf, fam, ipv6, table, chains, func(r nftRuleLine, toks []string) error {
+		rule, chain, err := parseIPTRule(r.Line, toks)
 		if err != nil {
-			return fmt.Errorf("nf_tables: list rules of %s %s: %w", table, ch.Name, err)
+			return fmt.Errorf("nf_tables: rule in %s: %w", r.Chain, err)
+		}
+		rule.Undecoded = r.Unknown
+		into.add(cur, chain, rule, &strs)
+		return nil
+	})
+}
+
+// readNFTRules dumps the rules of each chain, one dump per chain: the
+// kernel finds a named chain by hash, while a whole-table dump rescans the
+// table from its start for every datagram (quadratic: 37 s instead of
+// about 4 s at 10,000 Services). The dumps and the decoding run side by
+// side, as iptables-nft-save and its parser do in two processes; the
+// decoded rules reach fn in chain order, on the caller's goroutine.
+func readNFTRules(ctx context.Context, c *netlink.Conn, buf []byte, fam byte, ipv6 bool, table string, chains []nftChainInfo, fn func(nftRuleLine, []string) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	const batchSize = 256 << 10
+	batches := make(chan []byte, 2)
+	free := make(chan []byte, 4)
+	for range cap(free) {
+		free <- make([]byte, 0, batchSize)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		defer close(batches)
+		b := <-free
+		send := func() bool {
+			select {
+			case batches <- b:
+			case <-ctx.Done():
+				return false
+			}
+			select {
+			case b = <-free:
+			case <-ctx.Done():
+				return false
+			}
+			return true
+		}
+		for _, ch := range chains {
+			err := nftDump(ctx, c, buf, unix.NFT_MSG_GETRULE, fam,
+				[]netlink.Attribute{
+					{Type: unix.NFTA_RULE_TABLE, Data: append([]byte(table), 0)},
+					{Type: unix.NFTA_RULE_CHAIN, Data: append([]byte(ch.Name), 0)},
+				},
+				func(body []byte) error {
+					if len(b) > 0 && len(b)+4+len(body) > cap(b) && !send() {
+						return ctx.Err()
+					}
+					b = binary.NativeEndian.AppendUint32(b, uint32(len(body)))
+					b = append(b, body...)
+					return nil
+				})
+			if errors.Is(err, unix.ENOENT) {
+				continue // a built-in chain not created yet, or one just deleted
+			}
+			if err != nil {
+				errc <- fmt.Errorf("nf_tables: list rules of %s %s: %w", table, ch.Name, err)
+				return
+			}
+		}
+		if len(b) > 0 {
+			send()
+		}
+		errc <- nil
+	}()
+	var derr error
+	toks := make([]string, 0, 32)
+	for batch := range batches {
+		for b := batch; derr == nil && len(b) >= 4; {
+			n := int(binary.NativeEndian.Uint32(b))
+			body := b[4 : 4+n]
+			b = b[4+n:]
+			r, err := decodeNFTRule(body, ipv6)
+			if err == nil && r.Table == table {
+				err = fn(r, toks[:0])
+			}
+			if err != nil {
+				derr = err
+				cancel()
+			}
+		}
+		select {
+		case free <- batch[:0]:
+		default:
 		}
 	}
-	return nil
+	if err := <-errc; derr == nil {
+		derr = err
+	}
+	return derr
 }
 
 // builtinChains are each iptables table's hooks.
