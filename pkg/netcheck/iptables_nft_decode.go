@@ -242,8 +242,8 @@ func (s *ruleState) exprs(b []byte) error {
 
 var errNoDecoder = fmt.Errorf("no decoder")
 
-// u32attrs reads an expression's attributes that are all 4-byte values,
-// plus the nested data ones, by type.
+// exprAttrs is an expression's attributes by type, with the 4-byte ones
+// also read as numbers.
 type exprAttrs struct {
 	u32  [16]uint32
 	has  uint32 // bit per type
@@ -959,11 +959,10 @@ func addrTypeNames(m uint16) string {
 
 // natRange is nf_nat_range2 (or the older layouts mapped onto it).
 type natRange struct {
-	flags              uint32
-	minAddr, maxAddr   netip.Addr
-	minPort, maxPort   uint16
-	basePort           uint16
-	hasAddr, hasOffset bool
+	flags            uint32
+	minAddr, maxAddr netip.Addr
+	minPort, maxPort uint16
+	basePort         uint16
 }
 
 const (
