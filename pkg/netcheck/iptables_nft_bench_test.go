@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
 	"os/exec"
 	"syscall"
 	"testing"
@@ -17,8 +18,11 @@ import (
 // with the netlink reader and with iptables-nft-save. child-peak-MiB is the
 // iptables-nft-save process's own peak RSS (the agent's cgroup pays it too).
 //
-//	go test ./pkg/netcheck -run '^$' -bench BenchmarkPrivilegedNATRead10k -benchtime 5x
+//	ND_SCALE=1 go test ./pkg/netcheck -run '^$' -bench BenchmarkPrivilegedNATRead10k -benchtime 3x
 func BenchmarkPrivilegedNATRead10k(b *testing.B) {
+	if os.Getenv("ND_SCALE") == "" {
+		b.Skip("scale benchmark (loading the rules takes about a minute): set ND_SCALE=1")
+	}
 	ns := testnetns.New(b)
 	var buf bytes.Buffer
 	svcs, eps := genKubeProxy(&buf, 10000, 5)
