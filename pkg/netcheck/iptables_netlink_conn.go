@@ -142,3 +142,31 @@ func walkNetlink(b []byte, seq uint32, fn func(body []byte) error) (done, interr
 	}
 	return false, interrupted, nil
 }
+
+// nftGeneration is the ruleset's generation id, which every committed
+// change increments: equal before and after a read means nothing changed
+// in between (how iptables-nft-save knows its many dumps agree).
+func nftGeneration(ctx context.Context, c *netlink.Conn) (uint32, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetReadDeadline(dl)
+	}
+	msgs, err := c.Execute(netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN), Flags: netlink.Request},
+		Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0},
+	})
+	if err != nil {
+		return 0, fmt.Errorf("nf_tables: generation: %w", err)
+	}
+	for _, m := range msgs {
+		if len(m.Data) < 4 {
+			continue
+		}
+		a := nlAttrs{b: m.Data[4:]}
+		for t, v, ok := a.next(); ok; t, v, ok = a.next() {
+			if g, ok := be32(v); ok && t == unix.NFTA_GEN_ID {
+				return g, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("nf_tables: generation: no id in the answer")
+}

@@ -42,13 +42,24 @@ func (n NetlinkIPTablesSaver) Save(ctx context.Context, backend string, ipv6 boo
 		return err
 	}
 	defer c.Close()
-	err = readNFTIPTable(ctx, c, ipv6, table, into)
-	if errors.Is(err, errDumpInterrupted) {
-		// kube-proxy rewrote rules mid-read: once more, as iptables-nft-save
-		// retries on a generation change.
-		err = fmt.Errorf("%w (rules are read again next run)", err)
+	gen, err := nftGeneration(ctx, c)
+	if err != nil {
+		return err
 	}
-	return err
+	if err := readNFTIPTable(ctx, c, ipv6, table, into); err != nil {
+		return err
+	}
+	// One dump per chain is not one snapshot: a ruleset changed during the
+	// read (kube-proxy syncing) may have given a chain's jump without the
+	// chain. The rules already went to into, so this run fails rather than
+	// compare a torn read; iptables-nft-save, which holds its whole dump,
+	// retries instead.
+	if after, err := nftGeneration(ctx, c); err != nil {
+		return err
+	} else if after != gen {
+		return fmt.Errorf("%w (generation %d to %d; read again next run)", errDumpInterrupted, gen, after)
+	}
+	return nil
 }
 
 func readNFTIPTable(ctx context.Context, c *netlink.Conn, ipv6 bool, table string, into *IPTables) error {

@@ -2,6 +2,7 @@ package netcheck
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -241,5 +242,27 @@ func TestPrivilegedNetlinkIPTablesNativeForms(t *testing.T) {
 		if n := len(d.undecoded); n != map[string]int{"nat": 0, "filter": 1}[table] {
 			t.Errorf("%s: undecoded %v", table, d.undecoded)
 		}
+	}
+}
+
+// A rule change during the read (kube-proxy syncing) fails the read rather
+// than hand the comparison a torn one.
+func TestPrivilegedNetlinkIPTablesChangedDuringRead(t *testing.T) {
+	ns := testnetns.New(t)
+	restoreIn(t, ns, false, "testdata/kubeproxy/iptables-nft-nat.txt")
+	changed := false
+	into := &IPTables{Tables: map[string]*IPTTable{}, Rules: func(_, _ string, _ IPTRule) {
+		if !changed {
+			changed = true
+			ns.Exec(t, "iptables-nft", "-t", "nat", "-N", "KUBE-SVC-NEWCHAIN")
+		}
+	}}
+	err := NetlinkIPTablesSaver{NS: ns.Handle}.Save(context.Background(), BackendNFT, false, "nat", into)
+	if !errors.Is(err, errDumpInterrupted) {
+		t.Fatalf("changed during the read: err %v", err)
+	}
+	into = &IPTables{Tables: map[string]*IPTTable{}}
+	if err := (NetlinkIPTablesSaver{NS: ns.Handle}).Save(context.Background(), BackendNFT, false, "nat", into); err != nil || into.Table("nat").Chain("KUBE-SVC-NEWCHAIN") == nil {
+		t.Fatalf("read again: %v", err)
 	}
 }
