@@ -201,7 +201,7 @@ func (g *globals) buildSources(s *setup) {
 	s.deps = checks.Deps{
 		Services:  informers,
 		Node:      informers,
-		IPTables:  netcheck.ExecIPTablesSaver{},
+		IPTables:  iptablesReader(s.cfg.DataplaneReader),
 		NFT:       nftReader(s.cfg.DataplaneReader),
 		IPVS:      netcheck.MobyIPVS{},
 		HostFS:    s.hostFS,
@@ -214,6 +214,15 @@ func (g *globals) buildSources(s *setup) {
 		PodIPs:    criSource,
 		APIPods:   informers,
 	}
+}
+
+// iptablesReader reads iptables as dataplane.reader says: the nft backend
+// over netlink (legacy always through iptables-legacy-save), or both by exec.
+func iptablesReader(reader string) netcheck.IPTablesSaver {
+	if reader == config.ReaderExec {
+		return netcheck.ExecIPTablesSaver{}
+	}
+	return netcheck.NetlinkIPTablesSaver{NS: -1, Fallback: netcheck.ExecIPTablesSaver{}}
 }
 
 // nftReader reads kube-proxy's nftables tables as dataplane.reader says.

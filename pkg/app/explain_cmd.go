@@ -94,7 +94,7 @@ or CAP_NET_ADMIN to read the rules.`,
 			if n, err := cs.Nodes().Get(ctx, node, metav1.GetOptions{}); err == nil {
 				nodeObj = n
 			}
-			deps := netcheck.KubeProxyDeps{IPTables: netcheck.ExecIPTablesSaver{}, NFT: nftReader(s.cfg.DataplaneReader), IPVS: netcheck.MobyIPVS{}}
+			deps := netcheck.KubeProxyDeps{IPTables: iptablesReader(s.cfg.DataplaneReader), NFT: nftReader(s.cfg.DataplaneReader), IPVS: netcheck.MobyIPVS{}}
 			path, err := netcheck.ExplainService(ctx, deps, kubeProxySettings(s), svc, slices, nodeObj, node, port)
 			if err != nil {
 				return fail(err)

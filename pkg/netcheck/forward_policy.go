@@ -239,6 +239,14 @@ func forwardFindings(filter *IPTTable, backend string, pods []PodRange, svcs []n
 			restricted := strings.Contains(r.Line, "--ctstate") || strings.Contains(r.Line, "--mark") || strings.Contains(r.Line, "--state")
 			_, podSrc := podRangeOf(r.Source, pods)
 			_, podDst := podRangeOf(r.Dest, pods)
+			if r.Undecoded != "" && r.Target != "" && filter.Chain(r.Target) == nil {
+				// Not fully decoded: it may accept pod traffic, and is no
+				// proof that it drops any.
+				if r.Target == "ACCEPT" {
+					accepted = true
+				}
+				continue
+			}
 			switch r.Target {
 			case "ACCEPT":
 				if podSrc || podDst || (!conditional && matchesAll(r)) {

@@ -51,6 +51,10 @@ type IPTRule struct {
 	ToDest   string // DNAT --to-destination
 	Goto     bool
 	SrcLocal bool // -m addrtype --src-type LOCAL
+	// Undecoded is set by the netlink reader for a rule with a part it has
+	// no decoder for (what and its raw bytes); Line is then a best effort
+	// and the rule must not be taken as proof of anything.
+	Undecoded string
 }
 
 // Table returns the named table, or nil.
@@ -124,15 +128,7 @@ func parseIPTablesSaveInto(r io.Reader, out *IPTables) error {
 			if err != nil {
 				return fmt.Errorf("iptables-save line %d: %w", n, err)
 			}
-			c := cur.chain(strs.get(chain))
-			if out.Rules != nil {
-				out.Rules(cur.Name, c.Name, rule)
-				continue
-			}
-			if cur.Name == "nat" {
-				rule = strs.compact(rule)
-			}
-			c.Rules = append(c.Rules, rule)
+			out.add(cur, chain, rule, &strs)
 		default:
 			if line == "COMMIT" {
 				cur = nil
@@ -176,7 +172,21 @@ func (in *interner) compact(r IPTRule) IPTRule {
 	r.Source = strings.Clone(r.Source)
 	r.Dest = strings.Clone(r.Dest)
 	r.ToDest = strings.Clone(r.ToDest)
+	r.Undecoded = strings.Clone(r.Undecoded)
 	return r
+}
+
+// add stores (or hands to Rules) one rule of chain in table cur.
+func (t *IPTables) add(cur *IPTTable, chain string, rule IPTRule, strs *interner) {
+	c := cur.chain(strs.get(chain))
+	if t.Rules != nil {
+		t.Rules(cur.Name, c.Name, rule)
+		return
+	}
+	if cur.Name == "nat" {
+		rule = strs.compact(rule)
+	}
+	c.Rules = append(c.Rules, rule)
 }
 
 func (t *IPTTable) chain(name string) *IPTChain {

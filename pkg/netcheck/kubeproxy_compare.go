@@ -89,6 +89,23 @@ func newIPTCollector() *iptCollector {
 
 func (c *iptCollector) rule(table, chain string, r IPTRule) {
 	p := c.p
+	if r.Undecoded != "" {
+		if table == "nat" {
+			p.Rules++
+		}
+		p.Unknown++
+		if p.Unverifiable == nil {
+			p.Unverifiable = map[string]string{}
+		}
+		ch := c.strs.get(chain)
+		if _, ok := p.Unverifiable[ch]; !ok {
+			p.Unverifiable[ch] = "rule not decoded: " + truncate(r.Undecoded, 200)
+		}
+		if p.UnknownExample == "" {
+			p.UnknownExample = table + ": " + strings.Clone(r.Line) + " [not decoded: " + truncate(r.Undecoded, 200) + "]"
+		}
+		return
+	}
 	switch table {
 	case "nat":
 		p.Rules++
@@ -272,10 +289,17 @@ type Discrepancy struct {
 }
 
 // unverifiable returns why a port's differences cannot be trusted: a map
-// holds an undecoded element, or one of its chains an undecoded rule.
-func (p *Programmed) unverifiable(chains ...string) string {
+// holds an undecoded element, or a chain its traffic passes (the shared
+// entry chains, its own, its endpoints') an undecoded rule.
+func (p *Programmed) unverifiable(ch ExpectedChains, got string) string {
 	if len(p.Unverifiable) == 0 {
 		return ""
+	}
+	chains := append([]string{"KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-EXTERNAL-SERVICES", got, ch.Internal, ch.External}, ch.All...)
+	for _, e := range p.Endpoints[got] {
+		if sep, ok := strings.CutPrefix(e, "no DNAT in "); ok {
+			chains = append(chains, sep)
+		}
 	}
 	for _, c := range chains {
 		if why, ok := p.Unverifiable[c]; ok && c != "" {
@@ -402,7 +426,7 @@ func Compare(desired []DesiredPort, p *Programmed) (disc []Discrepancy, verified
 			}
 		}
 		if len(disc) > before {
-			if why := p.unverifiable(append([]string{got, ch.Internal, ch.External}, ch.All...)...); why != "" {
+			if why := p.unverifiable(ch, got); why != "" {
 				for i := before; i < len(disc); i++ {
 					x := &disc[i]
 					x.Unverifiable = why

@@ -268,6 +268,9 @@ func kubeProxyRulesRun(ctx context.Context, d KubeProxyDeps, s *KubeProxySetting
 		reason = "ServicePortsVerified"
 		msg = fmt.Sprintf("%d service ports verified, %d broken on this node (%s mode, %d more have no endpoints anywhere)", verified, len(broken), obs.mode, noEP)
 	}
+	if unverifiable > 0 {
+		msg += fmt.Sprintf("; %d could not be verified: %d rules or map elements on their path were not decoded by the netlink reader", unverifiable, unknown)
+	}
 	if pending > 0 {
 		msg += fmt.Sprintf("; %d differences are younger than kube-proxy's sync and not counted yet", pending)
 	}
@@ -283,7 +286,7 @@ func kubeProxyRulesRun(ctx context.Context, d KubeProxyDeps, s *KubeProxySetting
 	if unknown > 0 {
 		f.Details["unknown_rules"], f.Details["service_ports_unverifiable"] = fmt.Sprint(unknown), fmt.Sprint(unverifiable)
 		w := finding(check.SeverityWarning, "RulesNotUnderstood", fmt.Sprintf("the netlink reader could not decode %d of kube-proxy's rules or map elements (e.g. %s); "+
-			"%d service ports that depend on them were not compared; set dataplane.reader: exec to compare them through nft", unknown, example, unverifiable))
+			"%d service ports that depend on them were not compared; set dataplane.reader: exec to compare them through nft or iptables-save", unknown, example, unverifiable))
 		w.Condition = check.ConditionKubeProxyRules
 		w.Details = map[string]string{"unknown_rules": fmt.Sprint(unknown), "example": example, "service_ports_unverifiable": fmt.Sprint(unverifiable)}
 		out = append(out, f, w)

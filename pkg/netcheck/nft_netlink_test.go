@@ -32,7 +32,7 @@ func nlNest(typ uint16, attrs ...[]byte) []byte {
 	return nlAttr(typ|unix.NLA_F_NESTED, slices.Concat(attrs...))
 }
 
-func be32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
+func putBE32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
 
 func nftMsg(fam uint8, attrs ...[]byte) []byte {
 	return append([]byte{fam, 0, 0, 0}, slices.Concat(attrs...)...)
@@ -46,10 +46,10 @@ func nftExpr(name string, data ...[]byte) []byte {
 // immediate port, nat.
 func inlineDNATRule(chain string, extra ...[]byte) []byte {
 	exprs := [][]byte{
-		nftExpr("immediate", nlAttr(unix.NFTA_IMMEDIATE_DREG, be32(1)), nlNest(unix.NFTA_IMMEDIATE_DATA, nlAttr(unix.NFTA_DATA_VALUE, []byte{198, 51, 100, 10}))),
-		nftExpr("immediate", nlAttr(unix.NFTA_IMMEDIATE_DREG, be32(2)), nlNest(unix.NFTA_IMMEDIATE_DATA, nlAttr(unix.NFTA_DATA_VALUE, []byte{0x19, 0x2b}))),
-		nftExpr("nat", nlAttr(unix.NFTA_NAT_TYPE, be32(unix.NFT_NAT_DNAT)), nlAttr(unix.NFTA_NAT_FAMILY, be32(unix.NFPROTO_IPV4)),
-			nlAttr(unix.NFTA_NAT_REG_ADDR_MIN, be32(1)), nlAttr(unix.NFTA_NAT_REG_PROTO_MIN, be32(2))),
+		nftExpr("immediate", nlAttr(unix.NFTA_IMMEDIATE_DREG, putBE32(1)), nlNest(unix.NFTA_IMMEDIATE_DATA, nlAttr(unix.NFTA_DATA_VALUE, []byte{198, 51, 100, 10}))),
+		nftExpr("immediate", nlAttr(unix.NFTA_IMMEDIATE_DREG, putBE32(2)), nlNest(unix.NFTA_IMMEDIATE_DATA, nlAttr(unix.NFTA_DATA_VALUE, []byte{0x19, 0x2b}))),
+		nftExpr("nat", nlAttr(unix.NFTA_NAT_TYPE, putBE32(unix.NFT_NAT_DNAT)), nlAttr(unix.NFTA_NAT_FAMILY, putBE32(unix.NFPROTO_IPV4)),
+			nlAttr(unix.NFTA_NAT_REG_ADDR_MIN, putBE32(1)), nlAttr(unix.NFTA_NAT_REG_PROTO_MIN, putBE32(2))),
 	}
 	exprs = append(exprs, extra...)
 	return nftMsg(unix.NFPROTO_IPV4, nlAttr(unix.NFTA_RULE_TABLE, []byte("kube-proxy\x00")), nlAttr(unix.NFTA_RULE_CHAIN, []byte(chain+"\x00")),
@@ -61,15 +61,15 @@ func TestDecodeNFTRule(t *testing.T) {
 	if err != nil || r.Table != "kube-proxy" || r.Chain != "svc" || !slices.Equal(r.DNAT, []string{"198.51.100.10:6443"}) || r.Unknown != nil {
 		t.Fatalf("%v %+v", err, r)
 	}
-	jump := nftExpr("immediate", nlAttr(unix.NFTA_IMMEDIATE_DREG, be32(0)), nlNest(unix.NFTA_IMMEDIATE_DATA,
-		nlNest(unix.NFTA_DATA_VERDICT, nlAttr(unix.NFTA_VERDICT_CODE, be32(uint32(0xfffffffd))), nlAttr(unix.NFTA_VERDICT_CHAIN, []byte("endpoint-x\x00")))))
-	r, err = DecodeNFTRule(inlineDNATRule("svc", jump, nftExpr("frobnicate", nlAttr(1, be32(7)))), nil)
+	jump := nftExpr("immediate", nlAttr(unix.NFTA_IMMEDIATE_DREG, putBE32(0)), nlNest(unix.NFTA_IMMEDIATE_DATA,
+		nlNest(unix.NFTA_DATA_VERDICT, nlAttr(unix.NFTA_VERDICT_CODE, putBE32(uint32(0xfffffffd))), nlAttr(unix.NFTA_VERDICT_CHAIN, []byte("endpoint-x\x00")))))
+	r, err = DecodeNFTRule(inlineDNATRule("svc", jump, nftExpr("frobnicate", nlAttr(1, putBE32(7)))), nil)
 	if err != nil || !slices.Equal(r.Jumps, []string{"endpoint-x"}) || r.Unknown == nil || r.Unknown.Why != `expression "frobnicate"` || r.Unknown.Raw == "" {
 		t.Fatalf("%v %+v %+v", err, r, r.Unknown)
 	}
 	// A dnat from a map lookup the reader has no values for is unknown.
-	lookup := nftExpr("lookup", nlAttr(unix.NFTA_LOOKUP_SET, []byte("__map0\x00")), nlAttr(unix.NFTA_LOOKUP_SREG, be32(1)), nlAttr(unix.NFTA_LOOKUP_DREG, be32(1)))
-	nat := nftExpr("nat", nlAttr(unix.NFTA_NAT_TYPE, be32(unix.NFT_NAT_DNAT)), nlAttr(unix.NFTA_NAT_FAMILY, be32(unix.NFPROTO_IPV4)), nlAttr(unix.NFTA_NAT_REG_ADDR_MIN, be32(1)))
+	lookup := nftExpr("lookup", nlAttr(unix.NFTA_LOOKUP_SET, []byte("__map0\x00")), nlAttr(unix.NFTA_LOOKUP_SREG, putBE32(1)), nlAttr(unix.NFTA_LOOKUP_DREG, putBE32(1)))
+	nat := nftExpr("nat", nlAttr(unix.NFTA_NAT_TYPE, putBE32(unix.NFT_NAT_DNAT)), nlAttr(unix.NFTA_NAT_FAMILY, putBE32(unix.NFPROTO_IPV4)), nlAttr(unix.NFTA_NAT_REG_ADDR_MIN, putBE32(1)))
 	msg := nftMsg(unix.NFPROTO_IPV4, nlAttr(unix.NFTA_RULE_CHAIN, []byte("svc\x00")), nlNest(unix.NFTA_RULE_EXPRESSIONS, lookup, nat))
 	if r, _ := DecodeNFTRule(msg, func(string) [][]string { return nil }); r.Unknown == nil || len(r.DNAT) != 0 {
 		t.Fatalf("unresolved map: %+v", r)
@@ -82,7 +82,7 @@ func TestDecodeNFTRule(t *testing.T) {
 func TestDecodeNFTSetElems(t *testing.T) {
 	s := NFTSetInfo{Name: "service-ips", Flags: unix.NFT_SET_MAP, KeyType: 7<<12 | 12<<6 | 13, KeyLen: 12, DataType: nftDataVerdict}
 	key := nlNest(unix.NFTA_SET_ELEM_KEY, nlAttr(unix.NFTA_DATA_VALUE, []byte{10, 96, 0, 1, 6, 0, 0, 0, 1, 187, 0, 0}))
-	data := nlNest(unix.NFTA_SET_ELEM_DATA, nlNest(unix.NFTA_DATA_VERDICT, nlAttr(unix.NFTA_VERDICT_CODE, be32(uint32(0xfffffffc))), nlAttr(unix.NFTA_VERDICT_CHAIN, []byte("service-x\x00"))))
+	data := nlNest(unix.NFTA_SET_ELEM_DATA, nlNest(unix.NFTA_DATA_VERDICT, nlAttr(unix.NFTA_VERDICT_CODE, putBE32(uint32(0xfffffffc))), nlAttr(unix.NFTA_VERDICT_CHAIN, []byte("service-x\x00"))))
 	comment := nlAttr(unix.NFTA_SET_ELEM_USERDATA, append([]byte{0, 14}, "default/k:443\x00"...))
 	good := nlNest(unix.NFTA_LIST_ELEM, key, data, comment)
 	badKey := nlNest(unix.NFTA_LIST_ELEM, nlNest(unix.NFTA_SET_ELEM_KEY, nlAttr(unix.NFTA_DATA_VALUE, []byte{1, 2})), data)
@@ -125,9 +125,9 @@ func TestCompareUnknownIsNotAFinding(t *testing.T) {
 
 func FuzzDecodeNFTRule(f *testing.F) {
 	f.Add(inlineDNATRule("svc"))
-	f.Add(inlineDNATRule("svc", nftExpr("frobnicate", nlAttr(1, be32(7)))))
-	lookup := nftExpr("lookup", nlAttr(unix.NFTA_LOOKUP_SET, []byte("__map0\x00")), nlAttr(unix.NFTA_LOOKUP_SREG, be32(1)), nlAttr(unix.NFTA_LOOKUP_DREG, be32(1)))
-	nat := nftExpr("nat", nlAttr(unix.NFTA_NAT_TYPE, be32(unix.NFT_NAT_DNAT)), nlAttr(unix.NFTA_NAT_FAMILY, be32(unix.NFPROTO_IPV6)), nlAttr(unix.NFTA_NAT_REG_ADDR_MIN, be32(1)))
+	f.Add(inlineDNATRule("svc", nftExpr("frobnicate", nlAttr(1, putBE32(7)))))
+	lookup := nftExpr("lookup", nlAttr(unix.NFTA_LOOKUP_SET, []byte("__map0\x00")), nlAttr(unix.NFTA_LOOKUP_SREG, putBE32(1)), nlAttr(unix.NFTA_LOOKUP_DREG, putBE32(1)))
+	nat := nftExpr("nat", nlAttr(unix.NFTA_NAT_TYPE, putBE32(unix.NFT_NAT_DNAT)), nlAttr(unix.NFTA_NAT_FAMILY, putBE32(unix.NFPROTO_IPV6)), nlAttr(unix.NFTA_NAT_REG_ADDR_MIN, putBE32(1)))
 	f.Add(nftMsg(unix.NFPROTO_IPV6, nlAttr(unix.NFTA_RULE_CHAIN, []byte("svc\x00")), nlNest(unix.NFTA_RULE_EXPRESSIONS, lookup, nat)))
 	anon := func(string) [][]string { return [][]string{{"10.0.0.1", "80"}, {"10.0.0.2"}} }
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -146,7 +146,7 @@ func FuzzDecodeNFTRule(f *testing.F) {
 
 func FuzzDecodeNFTSetElems(f *testing.F) {
 	key := nlNest(unix.NFTA_SET_ELEM_KEY, nlAttr(unix.NFTA_DATA_VALUE, []byte{10, 96, 0, 1, 6, 0, 0, 0, 1, 187, 0, 0}))
-	data := nlNest(unix.NFTA_SET_ELEM_DATA, nlNest(unix.NFTA_DATA_VERDICT, nlAttr(unix.NFTA_VERDICT_CODE, be32(uint32(0xfffffffc))), nlAttr(unix.NFTA_VERDICT_CHAIN, []byte("service-x\x00"))))
+	data := nlNest(unix.NFTA_SET_ELEM_DATA, nlNest(unix.NFTA_DATA_VERDICT, nlAttr(unix.NFTA_VERDICT_CODE, putBE32(uint32(0xfffffffc))), nlAttr(unix.NFTA_VERDICT_CHAIN, []byte("service-x\x00"))))
 	comment := nlAttr(unix.NFTA_SET_ELEM_USERDATA, append([]byte{0, 14}, "default/k:443\x00"...))
 	f.Add(nftMsg(unix.NFPROTO_IPV4, nlNest(unix.NFTA_SET_ELEM_LIST_ELEMENTS, nlNest(unix.NFTA_LIST_ELEM, key, data, comment))), uint32(7<<12|12<<6|13), uint32(nftDataVerdict), uint32(unix.NFT_SET_MAP))
 	f.Fuzz(func(t *testing.T, b []byte, keyType, dataType, flags uint32) {
@@ -167,8 +167,8 @@ func FuzzDecodeNFTSetElems(f *testing.F) {
 }
 
 func FuzzDecodeNFTSet(f *testing.F) {
-	f.Add(nftMsg(unix.NFPROTO_IPV4, nlAttr(unix.NFTA_SET_NAME, []byte("service-ips\x00")), nlAttr(unix.NFTA_SET_FLAGS, be32(unix.NFT_SET_MAP)),
-		nlAttr(unix.NFTA_SET_KEY_TYPE, be32(7<<12|12<<6|13)), nlAttr(unix.NFTA_SET_DATA_TYPE, be32(nftDataVerdict))))
+	f.Add(nftMsg(unix.NFPROTO_IPV4, nlAttr(unix.NFTA_SET_NAME, []byte("service-ips\x00")), nlAttr(unix.NFTA_SET_FLAGS, putBE32(unix.NFT_SET_MAP)),
+		nlAttr(unix.NFTA_SET_KEY_TYPE, putBE32(7<<12|12<<6|13)), nlAttr(unix.NFTA_SET_DATA_TYPE, putBE32(nftDataVerdict))))
 	f.Add(nftMsg(unix.NFPROTO_IPV4, nlAttr(unix.NFTA_CHAIN_NAME, []byte("services\x00"))))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := DecodeNFTSet(b)

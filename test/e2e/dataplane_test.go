@@ -220,11 +220,65 @@ func dataplane(t *testing.T, mode, bin string) {
 	a.explainHealthy(ctx, t, ns+"/web:http", mode, podIPs)
 
 	if mode == "iptables" {
+		readersAgree(ctx, t)
 		iptablesBreakage(ctx, t, a, svc, podIPs)
 	} else {
 		nftablesBreakage(ctx, t, a, svc, clusterIP)
 	}
 	filterBreakage(ctx, t, a, c.PodCIDR)
+}
+
+// readersAgree reads the node's iptables-nft nat and filter tables (both
+// families) with the netlink reader and with iptables-nft-save and requires
+// the same chains, policies and rule lines, none undecoded.
+func readersAgree(ctx context.Context, t *testing.T) {
+	t.Helper()
+	type dump struct {
+		chains []string
+		rules  map[string][]string
+	}
+	read := func(s netcheck.IPTablesSaver, v6 bool, table string) (dump, int) {
+		d := dump{rules: map[string][]string{}}
+		undecoded := 0
+		into := &netcheck.IPTables{Tables: map[string]*netcheck.IPTTable{}, Rules: func(_, chain string, r netcheck.IPTRule) {
+			d.rules[chain] = append(d.rules[chain], r.Line)
+			if r.Undecoded != "" {
+				undecoded++
+				t.Errorf("undecoded rule on the real node: %s (%s)", r.Line, r.Undecoded)
+			}
+		}}
+		if err := s.Save(ctx, netcheck.BackendNFT, v6, table, into); err != nil {
+			t.Fatalf("%T %s: %v", s, table, err)
+		}
+		if tb := into.Table(table); tb != nil {
+			for _, c := range tb.Order {
+				d.chains = append(d.chains, c+" "+tb.Chains[c].Policy)
+			}
+		}
+		return d, undecoded
+	}
+	for _, v6 := range []bool{false, true} {
+		for _, table := range []string{"nat", "filter"} {
+			e, _ := read(netcheck.ExecIPTablesSaver{}, v6, table)
+			n, _ := read(netcheck.NetlinkIPTablesSaver{NS: -1}, v6, table)
+			if fmt.Sprint(e.chains) != fmt.Sprint(n.chains) {
+				t.Errorf("%s v6=%v chains: exec %v, netlink %v", table, v6, e.chains, n.chains)
+			}
+			lines := 0
+			for c, l := range e.rules {
+				lines += len(l)
+				if fmt.Sprint(l) != fmt.Sprint(n.rules[c]) {
+					t.Errorf("%s v6=%v chain %s:\n exec    %q\n netlink %q", table, v6, c, l, n.rules[c])
+				}
+			}
+			for c := range n.rules {
+				if _, ok := e.rules[c]; !ok {
+					t.Errorf("%s v6=%v chain %s only read by netlink: %q", table, v6, c, n.rules[c])
+				}
+			}
+			t.Logf("readers agree on %s v6=%v: %d chains, %d rules", table, v6, len(e.chains), lines)
+		}
+	}
 }
 
 // natSnapshot saves the nat table so every breakage is undone exactly,
@@ -253,6 +307,7 @@ func iptablesBreakage(ctx context.Context, t *testing.T, a dpAgent, svc netcheck
 		}
 		run(t, "sh", "-c", "iptables-nft -t nat -D "+strings.TrimPrefix(line, "-A "))
 		f := a.waitFor(ctx, t, "kube-proxy-rules", "EndpointMissing", true)
+		readersAgree(ctx, t)
 		if !strings.Contains(f.Message, svc.String()) || !strings.Contains(f.Details["expected"], podIPs[1]+":8080") {
 			t.Errorf("finding does not name %s and %s: %+v", svc, podIPs[1], f)
 		}
