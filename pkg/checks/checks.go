@@ -4,6 +4,7 @@ package checks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 
@@ -69,6 +70,10 @@ func (d Deps) podRanges() netcheck.PodRanges {
 	if d.CRI != nil {
 		src.CNIConfDir = func(ctx context.Context) (string, error) {
 			s, err := d.CRI.Snapshot(ctx)
+			var nr *cri.NoRuntimeError
+			if errors.As(err, &nr) {
+				return "", nil // no runtime to ask: the default directory
+			}
 			if err != nil {
 				return "", fmt.Errorf("CNI config dir from the runtime: %w", err)
 			}
@@ -90,6 +95,10 @@ type podAddrs struct{ l cri.PodIPLister }
 
 func (p podAddrs) PodAddrs(ctx context.Context) ([]netcheck.PodAddr, error) {
 	ips, err := p.l.PodIPs(ctx)
+	var nr *cri.NoRuntimeError
+	if errors.As(err, &nr) {
+		err = fmt.Errorf("%w: %w", netcheck.ErrRangeSourceAbsent, err)
+	}
 	out := make([]netcheck.PodAddr, 0, len(ips))
 	for _, ip := range ips {
 		out = append(out, netcheck.PodAddr{IP: ip.IP, Pod: ip.Pod.Namespace + "/" + ip.Pod.Name})

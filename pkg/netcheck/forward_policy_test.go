@@ -3,11 +3,13 @@ package netcheck
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/fstest"
 
@@ -195,6 +197,17 @@ func TestLastGoodRanges(t *testing.T) {
 	}
 	if _, err := (&LastGoodRanges{Sources: PodRangeSources{KubeProxy: fakeKPCIDR{fakeKP: fakeKP{err: errors.New("down")}}}}).PodRanges(context.Background()); err == nil {
 		t.Error("no source ever answered: no error")
+	}
+	// No kube-proxy listening and no runtime (a machine that is not a
+	// node): no ranges, and no error either, so forward-policy does not
+	// apply rather than fail.
+	absentErr := error(fmt.Errorf("%w: cri: no container runtime found", ErrRangeSourceAbsent))
+	none := &LastGoodRanges{Sources: PodRangeSources{
+		KubeProxy: fakeKPCIDR{fakeKP: fakeKP{err: fmt.Errorf("get /configz: %w", syscall.ECONNREFUSED)}},
+		Pods:      flakyPodAddrs{nil, &absentErr},
+	}}
+	if rs, err := none.PodRanges(context.Background()); err != nil || len(rs) != 0 {
+		t.Errorf("absent sources: %v, %v", rs, err)
 	}
 }
 

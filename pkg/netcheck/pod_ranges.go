@@ -9,6 +9,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // Pod range sources, as findings name them.
@@ -72,12 +73,22 @@ type PodRangeSources struct {
 	Pods       PodAddrLister
 }
 
+// ErrRangeSourceAbsent marks a source that is not on this node at all (no
+// container runtime, kube-proxy not listening): its last ranges are kept,
+// as for a failure, but it is not why the ranges are unknown.
+var ErrRangeSourceAbsent = errors.New("not on this node")
+
+// absent says err means the source is not there rather than broken.
+func absent(err error) bool {
+	return errors.Is(err, ErrRangeSourceAbsent) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
 // maxPodAddrs bounds the pod IPs kept when no range covers them.
 const maxPodAddrs = 16
 
 // PodRanges returns the ranges of every source that answers, each as its
-// source gave it (see SelectPodRanges). It fails only when every source
-// that exists failed.
+// source gave it (see SelectPodRanges). It fails only when no source gave a
+// range and one that exists failed.
 func (s PodRangeSources) PodRanges(ctx context.Context) ([]PodRange, error) {
 	out, _, err := s.podRanges(ctx)
 	return out, err
@@ -110,7 +121,10 @@ func (s PodRangeSources) podRanges(ctx context.Context) ([]PodRange, map[string]
 				add(p, RangeFromKubeProxy, "")
 			}
 		} else {
-			errs, failed[RangeFromKubeProxy] = append(errs, err), true
+			failed[RangeFromKubeProxy] = true
+			if !absent(err) {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if s.FS != nil {
@@ -136,7 +150,10 @@ func (s PodRangeSources) podRanges(ctx context.Context) ([]PodRange, map[string]
 	if s.Pods != nil {
 		addrs, err := s.Pods.PodAddrs(ctx)
 		if err != nil {
-			errs, failed[RangeFromPodIP] = append(errs, err), true
+			failed[RangeFromPodIP] = true
+			if !absent(err) {
+				errs = append(errs, err)
+			}
 		}
 		for _, a := range addrs {
 			add(netip.PrefixFrom(a.IP, a.IP.BitLen()), RangeFromPodIP, a.Pod)
