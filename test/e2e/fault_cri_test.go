@@ -335,6 +335,13 @@ var faultCRIChecks = []string{"cri-runtime", "cri-runtime-ready", "cri-sandbox-i
 // entries override the test's environment.
 func startMetricsAgent(t *testing.T, bin string, checks []string, interval, timeout time.Duration, env []string, args ...string) *metricsAgent {
 	t.Helper()
+	return startMetricsAgentConfig(t, bin, "", checks, interval, timeout, env, args...)
+}
+
+// startMetricsAgentConfig is startMetricsAgent with extra top-level config
+// (YAML lines) before the checks.
+func startMetricsAgentConfig(t *testing.T, bin, extra string, checks []string, interval, timeout time.Duration, env []string, args ...string) *metricsAgent {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -343,6 +350,7 @@ func startMetricsAgent(t *testing.T, bin string, checks []string, interval, time
 	_ = l.Close()
 	cfg := filepath.Join(t.TempDir(), "config.yaml")
 	var b strings.Builder
+	b.WriteString(extra)
 	b.WriteString("checks:\n")
 	for _, name := range checks {
 		fmt.Fprintf(&b, "  %s: {interval: %s, timeout: %s}\n", name, interval, timeout)

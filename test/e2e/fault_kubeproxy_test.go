@@ -24,6 +24,11 @@ import (
 	"github.com/node-doctor/node-doctor/test/harness"
 )
 
+// execReader makes the agent read rules with iptables-save and nft, the
+// processes the hanging wrappers stand in for (the netlink readers run no
+// process; TestDataplane proves they read what these tools print).
+const execReader = "dataplane:\n  reader: exec\n"
+
 // kpFaultChecks run on the fault intervals (interval = timeout = 6s).
 var kpFaultChecks = []string{"kube-proxy-rules", "kube-proxy-health"}
 
@@ -68,7 +73,7 @@ func TestFaultKubeProxy(t *testing.T) {
 	waitProgrammed()
 	svc := netcheck.ServicePortName{Namespace: ns, Name: "web", Port: "http", Protocol: "tcp"}
 
-	a := startMetricsAgent(t, bin, kpFaultChecks, faultInterval, faultTimeout, []string{"PATH=" + tools.dir + ":" + os.Getenv("PATH")},
+	a := startMetricsAgentConfig(t, bin, execReader, kpFaultChecks, faultInterval, faultTimeout, []string{"PATH=" + tools.dir + ":" + os.Getenv("PATH")},
 		"--kubeconfig", c.Kubeconfig, "--node-name", c.NodeName)
 	a.waitStatus(t, "kube-proxy-rules", "ok", 60*time.Second)
 	a.waitStatus(t, "kube-proxy-health", "ok", 30*time.Second)
@@ -327,7 +332,7 @@ type checkResult struct {
 func checkOnce(ctx context.Context, t *testing.T, bin, dir string, c *harness.Cluster) (checkResult, time.Duration) {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("checks:\n  kube-proxy-rules: {interval: %s, timeout: %s}\n", faultInterval, faultTimeout)), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(execReader+"checks:\n  kube-proxy-rules: {interval: %s, timeout: %s}\n", faultInterval, faultTimeout)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.CommandContext(ctx, bin, "check", "-o", "json", "--config", cfg, "--kubeconfig", c.Kubeconfig, "--node-name", c.NodeName, "--only", "kube-proxy-rules")
