@@ -49,15 +49,8 @@ Exit code: 0 healthy, 1 a problem was found or a check could not run,
   node-doctor check --host-root /host     # in a pod with the host mounted at /host`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			switch output {
-			case "table", "json", "yaml":
-			default:
-				return &exitError{ExitFailure, fmt.Errorf("--output %q is not one of table, json, yaml", output)}
-			}
-			switch color {
-			case "auto", "always", "never":
-			default:
-				return &exitError{ExitFailure, fmt.Errorf("--color %q is not one of auto, always, never", color)}
+			if err := checkOutput(output, color); err != nil {
+				return &exitError{ExitFailure, err}
 			}
 			s, err := g.setup(&cf, cmd.ErrOrStderr())
 			if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -100,14 +101,7 @@ or CAP_NET_ADMIN to read the rules.`,
 				return fail(err)
 			}
 			out := cmd.OutOrStdout()
-			switch output {
-			case "json":
-				err = explain.WriteJSON(out, path)
-			case "yaml":
-				err = explain.WriteYAML(out, path)
-			default:
-				err = explain.WriteServicePath(out, path, useColor(color, out))
-			}
+			err = writeExplained(output, out, path, func() error { return explain.WriteServicePath(out, path, useColor(color, out)) })
 			if err != nil {
 				return fail(fmt.Errorf("write: %w", err))
 			}
@@ -125,6 +119,18 @@ or CAP_NET_ADMIN to read the rules.`,
 	return cmd
 }
 
+// writeExplained writes v as JSON or YAML, or as the table table writes.
+func writeExplained(output string, w io.Writer, v any, table func() error) error {
+	switch output {
+	case "json":
+		return explain.WriteJSON(w, v)
+	case "yaml":
+		return explain.WriteYAML(w, v)
+	}
+	return table()
+}
+
+// checkOutput validates the --output and --color flags of check and explain.
 func checkOutput(output, color string) error {
 	switch output {
 	case "table", "json", "yaml":

@@ -75,14 +75,7 @@ being deleted or replaced, as they do in 'check'.`,
 				return fail(fmt.Errorf("pod %s/%s has no sandbox on this node (runtime %s): 'kubectl get pod -n %s %s -o wide' says which node runs it", ns, name, snap.Endpoint, ns, name))
 			}
 			out := cmd.OutOrStdout()
-			switch output {
-			case "json":
-				err = explain.WriteJSON(out, p)
-			case "yaml":
-				err = explain.WriteYAML(out, p)
-			default:
-				err = explain.WritePod(out, p, useColor(color, out))
-			}
+			err = writeExplained(output, out, p, func() error { return explain.WritePod(out, p, useColor(color, out)) })
 			if err != nil {
 				return fail(fmt.Errorf("write: %w", err))
 			}
