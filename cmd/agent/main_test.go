@@ -280,8 +280,10 @@ func TestRunServesMetrics(t *testing.T) {
 		`node_doctor_build_info{goversion=`,
 		"go_goroutines ", "process_resident_memory_bytes ",
 		"node_doctor_kernel_log_lines_read_total", "node_doctor_cri_",
-		// NPD's, for its users' dashboards and alerts.
+		// NPD's, for its users' dashboards and alerts; the built-in kernel
+		// rules' series start at 0, as NPD's do.
 		"# TYPE problem_gauge gauge", "# TYPE problem_counter counter",
+		`problem_counter{reason="OOMKilling"} `,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -51,6 +51,20 @@ func (d *Definition) ConditionTypes() []string {
 	return out
 }
 
+// RuleLister is implemented by checks whose rules come from
+// node-problem-detector files: NPD starts problem_counter at 0 for every
+// rule's reason and problem_gauge at 0 for every permanent rule, so that
+// dashboards and rate() see the series before the first problem.
+type RuleLister interface {
+	Rules() []RuleReason
+}
+
+// RuleReason is one rule's reason; Condition is the type a permanent rule
+// sets, empty for a temporary one.
+type RuleReason struct {
+	Condition, Reason string
+}
+
 // Validator is implemented by check settings that need range checks.
 type Validator interface {
 	Validate() error

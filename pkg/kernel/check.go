@@ -180,6 +180,26 @@ func (c *LogChecker) ConditionTypes() []string {
 	return out
 }
 
+// Rules implements check.RuleLister: every rule of the built-in rules and
+// of the configured rule files, for NPD's problem metrics.
+func (c *LogChecker) Rules() []check.RuleReason {
+	sets, err := c.settings.ruleSets()
+	if err != nil {
+		return nil
+	}
+	var out []check.RuleReason
+	for _, set := range sets {
+		for _, r := range set.Rules {
+			rr := check.RuleReason{Reason: r.Reason}
+			if r.Permanent {
+				rr.Condition = r.Condition
+			}
+			out = append(out, rr)
+		}
+	}
+	return out
+}
+
 // Start implements check.Starter: it follows every log until ctx is done,
 // starting lookback before now so a restart neither replays old problems
 // nor misses recent ones. A log that cannot be read is reported by Run and

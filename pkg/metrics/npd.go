@@ -21,6 +21,9 @@ import (
 //     True. Here: the same for condition types, and for findings that drive
 //     no condition, a warning or problem the check's previous run did not
 //     have.
+//
+// As in NPD, both start at 0 for the rules of NPD rule files: the counter
+// for every rule's reason, the gauge for every permanent rule's.
 type npd struct {
 	producers map[string][]string // condition type -> checks driving it
 	types     map[string][]string // check -> condition types it drives
@@ -60,7 +63,25 @@ func newNPD(defs []*check.Definition) *npd {
 			n.types[d.Name] = append(n.types[d.Name], t)
 		}
 	}
+	n.initRules(defs)
 	return n
+}
+
+// initRules creates the series of the checks' NPD rules at 0; series that
+// already have a value keep it.
+func (n *npd) initRules(defs []*check.Definition) {
+	for _, d := range defs {
+		l, ok := d.Check.(check.RuleLister)
+		if !ok {
+			continue
+		}
+		for _, r := range l.Rules() {
+			n.counter.WithLabelValues(r.Reason)
+			if r.Condition != "" {
+				n.gauge.WithLabelValues(r.Condition, r.Reason)
+			}
+		}
+	}
 }
 
 func (n *npd) report(res check.Result) {
@@ -130,4 +151,5 @@ func (n *npd) reconfigure(defs []*check.Definition) {
 		}
 	}
 	n.producers, n.types = next.producers, next.types
+	n.initRules(defs)
 }

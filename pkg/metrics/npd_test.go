@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -76,4 +77,47 @@ problem_gauge{reason="DockerHung",type="KernelDeadlock"} 0
 problem_gauge{reason="KernelHasNoDeadlock",type="KernelDeadlock"} 0
 problem_gauge{reason="TaskHung",type="KernelDeadlock"} 0
 `)
+}
+
+// rulesCheck is a check whose rules come from NPD files.
+type rulesCheck struct{ rules []check.RuleReason }
+
+func (rulesCheck) Run(context.Context) ([]check.Finding, error) { return nil, nil }
+func (r rulesCheck) Rules() []check.RuleReason                  { return r.rules }
+
+func TestNPDProblemMetricsStartAtZero(t *testing.T) {
+	rules := rulesCheck{[]check.RuleReason{{Reason: "OOMKilling"}, {Reason: "TaskHung"}, {Condition: "KernelDeadlock", Reason: "DockerHung"}}}
+	kl := &check.Definition{Name: "kernel-log", Conditions: []string{"KernelDeadlock"}, Check: rules}
+	r := New([]*check.Definition{kl, {Name: "cri-crash-loop"}})
+	exp := `
+# HELP problem_counter Number of times a specific type of problem have occurred (node-problem-detector's metric).
+# TYPE problem_counter counter
+problem_counter{reason="DockerHung"} 0
+problem_counter{reason="OOMKilling"} 0
+problem_counter{reason="TaskHung"} 0
+# HELP problem_gauge Whether a specific type of problem is affecting the node or not (node-problem-detector's metric).
+# TYPE problem_gauge gauge
+problem_gauge{reason="DockerHung",type="KernelDeadlock"} 0
+`
+	if err := testutil.GatherAndCompare(r.Registry, strings.NewReader(exp), "problem_counter", "problem_gauge"); err != nil {
+		t.Fatalf("before any run: %v", err)
+	}
+	r.Report(check.Result{Check: "kernel-log", Status: check.StatusWarning, Start: time.Now(), Findings: []check.Finding{
+		{Severity: check.SeverityWarning, Reason: "OOMKilling", Message: "killed"},
+	}})
+	// A new rule file on reload: its reason starts at 0, counted ones keep their value.
+	kl2 := &check.Definition{Name: "kernel-log", Conditions: []string{"KernelDeadlock"},
+		Check: rulesCheck{append(rules.rules, check.RuleReason{Reason: "Ext4Error"})}}
+	r.Reconfigure([]*check.Definition{kl2})
+	exp = `
+# HELP problem_counter Number of times a specific type of problem have occurred (node-problem-detector's metric).
+# TYPE problem_counter counter
+problem_counter{reason="DockerHung"} 0
+problem_counter{reason="Ext4Error"} 0
+problem_counter{reason="OOMKilling"} 1
+problem_counter{reason="TaskHung"} 0
+`
+	if err := testutil.GatherAndCompare(r.Registry, strings.NewReader(exp), "problem_counter"); err != nil {
+		t.Fatalf("after a run and a reload: %v", err)
+	}
 }

@@ -99,6 +99,26 @@ func (c *Checker) ConditionTypes() []string {
 	return out
 }
 
+// Rules implements check.RuleLister: every rule of every configured
+// monitor file, for NPD's problem metrics.
+func (c *Checker) Rules() []check.RuleReason {
+	mons, err := c.settings.load()
+	if err != nil {
+		return nil
+	}
+	var out []check.RuleReason
+	for _, m := range mons {
+		for _, r := range m.Rules {
+			rr := check.RuleReason{Reason: r.Reason}
+			if r.Permanent {
+				rr.Condition = r.Condition
+			}
+			out = append(out, rr)
+		}
+	}
+	return out
+}
+
 func (c *Checker) newRunners() ([]*runner, error) {
 	if len(c.settings.Monitors) == 0 {
 		return nil, check.NotApplicable("no custom plugin monitors configured (checks.%s.monitors)", CheckName)
