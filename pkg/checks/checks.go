@@ -108,9 +108,9 @@ func (p podAddrs) PodAddrs(ctx context.Context) ([]netcheck.PodAddr, error) {
 
 // clusterDNS reads the kubelet's DNS settings and verifies the DNS
 // Service's kube-proxy rules like kube-proxy-rules does.
-func (d Deps) clusterDNS() netcheck.ClusterDNSDeps {
+func (d Deps) clusterDNS(kubelets kubelet.Processes) netcheck.ClusterDNSDeps {
 	rules := d.kubeProxy()
-	return netcheck.ClusterDNSDeps{Kubelet: kubeletDNS{kubelet.DNSSource{FS: d.HostFS}}, Services: d.Services, FS: d.HostFS, Addrs: netcheck.HostAddrs{}, Rules: &rules}
+	return netcheck.ClusterDNSDeps{Kubelet: kubeletDNS{kubelet.DNSSource{FS: d.HostFS, Processes: kubelets}}, Services: d.Services, FS: d.HostFS, Addrs: netcheck.HostAddrs{}, Rules: &rules}
 }
 
 // kubeletDNS gives netcheck the kubelet's DNS settings.
@@ -133,6 +133,9 @@ func (d Deps) tickerClock() clock.WithTicker {
 
 // All returns every check, in report order.
 func All(d Deps) []*check.Definition {
+	// One kubelet finder for the checks that look for the kubelet, so
+	// that proc is scanned at most once a minute while it runs.
+	kubelets := kubelet.NewKubeletFinder(d.HostFS, d.Clock)
 	defs := []check.Definition{
 		netcheck.IPForward(d.HostFS, d.Bridges),
 		netcheck.BridgeNetfilter(d.HostFS, d.Bridges),
@@ -142,7 +145,7 @@ func All(d Deps) []*check.Definition {
 		netcheck.IPTablesBackends(d.kubeProxy()),
 		netcheck.ForwardPolicy(d.kubeProxy(), d.podRanges()),
 		netcheck.PodCIDRRoute(d.Services, d.Routes),
-		netcheck.ClusterDNS(d.clusterDNS()),
+		netcheck.ClusterDNS(d.clusterDNS(kubelets)),
 		netcheck.Conntrack(d.HostFS, d.Conntrack),
 		cri.RuntimeCheck(d.CRI),
 		cri.RuntimeReadyCheck(d.CRI),
@@ -154,7 +157,7 @@ func All(d Deps) []*check.Definition {
 		cri.SandboxCheck(d.CRI, d.APIPods),
 		cri.StuckCheck(d.CRI),
 		cri.InventoryCheck(d.CRI),
-		kubelet.HealthCheck(kubelet.HealthDeps{FS: d.HostFS, API: d.Node, Clock: d.Clock}),
+		kubelet.HealthCheck(kubelet.HealthDeps{FS: d.HostFS, Processes: kubelets, API: d.Node, Clock: d.Clock}),
 		kernel.Log(d.HostFS, d.Clock, d.Pods),
 		plugin.Plugins(d.tickerClock()),
 	}

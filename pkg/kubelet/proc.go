@@ -28,23 +28,31 @@ type ProcFS struct {
 // Kubelets implements Processes: every live process whose comm is
 // "kubelet".
 func (p ProcFS) Kubelets(ctx context.Context) ([]Process, error) {
+	ps, _, err := p.scan(ctx)
+	return ps, err
+}
+
+// scan finds the kubelets and their start times in clock ticks.
+func (p ProcFS) scan(ctx context.Context) ([]Process, []uint64, error) {
 	ents, err := fs.ReadDir(p.FS, "proc")
 	if err != nil {
-		return nil, fmt.Errorf("kubelet: list processes: %w", err)
+		return nil, nil, fmt.Errorf("kubelet: list processes: %w", err)
 	}
 	var boot time.Time
 	var out []Process
+	var starts []uint64
+	var commBuf [64]byte // comm is at most 16 bytes
 	for _, e := range ents {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid <= 0 {
 			continue
 		}
 		dir := "proc/" + e.Name()
-		comm, err := fs.ReadFile(p.FS, dir+"/comm")
-		if err != nil || string(bytes.TrimSpace(comm)) != "kubelet" {
+		comm, ok := readSmall(p.FS, dir+"/comm", commBuf[:])
+		if !ok || string(bytes.TrimSpace(comm)) != "kubelet" {
 			continue // gone, or another program
 		}
 		stat, err := fs.ReadFile(p.FS, dir+"/stat")
@@ -53,7 +61,7 @@ func (p ProcFS) Kubelets(ctx context.Context) ([]Process, error) {
 		}
 		state, ticks, err := ParseStat(stat)
 		if err != nil {
-			return nil, fmt.Errorf("kubelet: %s/stat: %w", dir, err)
+			return nil, nil, fmt.Errorf("kubelet: %s/stat: %w", dir, err)
 		}
 		if state == 'Z' || state == 'X' {
 			continue // dead, not yet reaped
@@ -65,7 +73,7 @@ func (p ProcFS) Kubelets(ctx context.Context) ([]Process, error) {
 				clk = p.Clock
 			}
 			if boot, err = kernel.BootTime(p.FS, clk); err != nil {
-				return nil, fmt.Errorf("kubelet: %w", err)
+				return nil, nil, fmt.Errorf("kubelet: %w", err)
 			}
 		}
 		out = append(out, Process{
@@ -74,8 +82,9 @@ func (p ProcFS) Kubelets(ctx context.Context) ([]Process, error) {
 			State:   state,
 			Started: boot.Add(time.Duration(ticks) * time.Second / userHZ),
 		})
+		starts = append(starts, ticks)
 	}
-	return out, nil
+	return out, starts, nil
 }
 
 // ParseStat reads the state and the start time (in clock ticks after
