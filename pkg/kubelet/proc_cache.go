@@ -26,7 +26,7 @@ type KubeletFinder struct {
 	procs ProcFS
 	clk   clock.PassiveClock
 
-	mu       sync.Mutex
+	mu      sync.Mutex
 	found   []Process
 	ticks   []uint64 // start times of found, in ticks, to tell reused pids
 	scanned time.Time

@@ -34,13 +34,13 @@ func procStat(pid, comm string, state byte, start string) string {
 
 func TestKubeletFinderRemembers(t *testing.T) {
 	m := fstest.MapFS{
-		"proc/stat":        {Data: []byte("btime 1700000000\n")},
-		"proc/uptime":      {Data: []byte("1000.00 100.00\n")},
-		"proc/7/comm":      {Data: []byte("kubelet\n")},
-		"proc/7/stat":      {Data: []byte(procStat("7", "kubelet", 'S', "5000"))},
-		"proc/7/cmdline":   {Data: []byte("/usr/bin/kubelet\x00--config=/var/lib/kubelet/config.yaml\x00")},
-		"proc/9/comm":      {Data: []byte("containerd\n")},
-		"proc/9/stat":      {Data: []byte(procStat("9", "containerd", 'S', "4000"))},
+		"proc/stat":      {Data: []byte("btime 1700000000\n")},
+		"proc/uptime":    {Data: []byte("1000.00 100.00\n")},
+		"proc/7/comm":    {Data: []byte("kubelet\n")},
+		"proc/7/stat":    {Data: []byte(procStat("7", "kubelet", 'S', "5000"))},
+		"proc/7/cmdline": {Data: []byte("/usr/bin/kubelet\x00--config=/var/lib/kubelet/config.yaml\x00")},
+		"proc/9/comm":    {Data: []byte("containerd\n")},
+		"proc/9/stat":    {Data: []byte(procStat("9", "containerd", 'S', "4000"))},
 	}
 	fsys := &countingFS{MapFS: m}
 	clk := clocktesting.NewFakeClock(time.Now())
