@@ -5,6 +5,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -101,7 +104,7 @@ func TestAPIFanout(t *testing.T) {
 		}
 	}
 
-	agent := startFanoutAgent(t, c, bin, kubeconfig)
+	agent, metricsURL := startFanoutAgent(t, c, bin, kubeconfig, long)
 	waitFor(t, "the agent's informers to sync and its first report", 2*time.Minute, func() (bool, string) {
 		st := agentProxy.Stats()
 		var missing []string
@@ -135,6 +138,19 @@ func TestAPIFanout(t *testing.T) {
 		t.Logf("idle agent over %s: VmRSS %.1f MiB at start, %.1f MiB at end (anon %.1f, file %.1f), max %.1f MiB, VmHWM %.1f MiB; CPU %.2f s = %.2f mCPU average",
 			d.Round(time.Second), mib(r0.RSS), mib(r1.RSS), mib(r1.Anon), mib(r1.File), mib(maxRSS.RSS), mib(r1.HWM),
 			(cpu1 - cpu0).Seconds(), 1000*(cpu1-cpu0).Seconds()/d.Seconds())
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", agent.Process.Pid)); err == nil {
+			t.Logf("idle agent smaps_rollup:\n%s", b)
+		}
+		if f, ok := agent.Stdout.(*os.File); ok {
+			var gc []string
+			for _, l := range strings.Split(harness.Tail(f.Name(), 400), "\n") {
+				if strings.HasPrefix(l, "gc ") {
+					gc = append(gc, l)
+				}
+			}
+			t.Logf("idle agent: %d GCs in the last 400 log lines, the last: %s", len(gc), strings.Join(gc[max(0, len(gc)-3):], "\n"))
+		}
+		t.Logf("idle agent's Go memory (/metrics):\n%s", goMemory(t, metricsURL))
 		a, k := agentProxy.Stats().Sub(startAgent), kpProxy.Stats().Sub(startKP)
 		t.Logf("agent idle %s:\n%s", d.Round(time.Second), formatStats(a, d))
 		t.Logf("kube-proxy idle %s:\n%s", d.Round(time.Second), formatStats(k, d))
@@ -163,6 +179,13 @@ func TestAPIFanout(t *testing.T) {
 	if float64(aw) > fanoutWatchFactor*float64(kw) {
 		t.Errorf("agent watch bytes during churn = %d, kube-proxy's %d: more than %.1f×", aw, kw, fanoutWatchFactor)
 	}
+	if v := os.Getenv("E2E_FANOUT_WATCHERS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			t.Fatalf("E2E_FANOUT_WATCHERS=%q: want a number of watches", v)
+		}
+		apiserverWatchCost(ctx, t, c, cs, ns, services, perSec, n)
+	}
 	all := agentProxy.Stats().Sub(startAgent)
 	if n, _ := all.Verb("list"); n != 0 {
 		t.Errorf("the agent made %d LISTs after its informers synced, want 0:\n%s", n, formatStats(all, 0))
@@ -176,11 +199,84 @@ func TestAPIFanout(t *testing.T) {
 	}
 }
 
+// apiserverWatchCost measures what n more EndpointSlice watchers (each
+// what one more node's agent adds) cost the API server: its RSS once they
+// are open, and its CPU during 30 s of churn without and with them. The
+// watches are read as raw protobuf streams and discarded.
+func apiserverWatchCost(ctx context.Context, t *testing.T, c *harness.Cluster, cs kubernetes.Interface, ns string, services int, perSec float64, n int) {
+	t.Helper()
+	st, err := harness.LoadState(c.WorkDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := 0
+	for _, p := range st.Procs {
+		if p.Name == "kube-apiserver" {
+			pid = p.Pid
+		}
+	}
+	if pid == 0 {
+		t.Fatal("no kube-apiserver in the harness state")
+	}
+	const window = 30 * time.Second
+	cpuPerSec := func() (float64, int) {
+		c0, t0 := procCPU(pid), time.Now()
+		changes := churnEndpointSlices(ctx, t, cs, ns, services, perSec, window)
+		return (procCPU(pid) - c0).Seconds() / time.Since(t0).Seconds(), changes
+	}
+	base, baseChanges := cpuPerSec()
+	rss0 := procRSS(pid)
+	rc := *c.RESTConfig
+	rc.ContentType = "application/vnd.kubernetes.protobuf"
+	rc.AcceptContentTypes = rc.ContentType
+	rc.QPS, rc.Burst = 1000, 1000
+	rcs, err := kubernetes.NewForConfig(&rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	var open atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body, err := rcs.DiscoveryV1().RESTClient().Get().Resource("endpointslices").
+				Param("watch", "true").Param("allowWatchBookmarks", "true").Param("timeoutSeconds", "3600").Stream(wctx)
+			if err != nil {
+				return
+			}
+			defer body.Close()
+			open.Add(1)
+			_, _ = io.Copy(io.Discard, body)
+		}()
+	}
+	waitFor(t, fmt.Sprintf("%d watches open", n), time.Minute, func() (bool, string) {
+		return open.Load() == int64(n), fmt.Sprintf("%d open", open.Load())
+	})
+	time.Sleep(5 * time.Second)
+	rss1 := procRSS(pid)
+	with, withChanges := cpuPerSec()
+	rss2 := procRSS(pid)
+	stop()
+	wg.Wait()
+	events := float64(withChanges) * float64(n)
+	t.Logf("kube-apiserver with %d more EndpointSlice watches: VmRSS %.0f → %.0f MiB once open (%.1f KiB a watch), %.0f MiB after churn; CPU during churn %.3f cores without (%d changes in %s), %.3f with (%d changes): %.1f µs of CPU per event delivered",
+		n, mib(rss0.RSS), mib(rss1.RSS), float64(rss1.RSS-rss0.RSS)/1024/float64(n), mib(rss2.RSS), base, baseChanges, window, with, withChanges,
+		1e6*(with-base)*window.Seconds()/events)
+}
+
 // startFanoutAgent runs `node-doctor run` as the DaemonSet does: its
 // config (with the host's root instead of /host, metrics on loopback) and
 // GOMEMLIMIT; the log goes to a file kept in the test's temp dir.
-func startFanoutAgent(t *testing.T, c *harness.Cluster, bin, kubeconfig string) *exec.Cmd {
+func startFanoutAgent(t *testing.T, c *harness.Cluster, bin, kubeconfig string, gctrace bool) (*exec.Cmd, string) {
 	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
 	raw, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy", "config.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +287,7 @@ func startFanoutAgent(t *testing.T, c *harness.Cluster, bin, kubeconfig string) 
 		case strings.HasPrefix(l, "hostRoot:"):
 			l = "hostRoot: /"
 		case strings.HasPrefix(l, "metricsAddress:"):
-			l = "metricsAddress: 127.0.0.1:0"
+			l = "metricsAddress: " + addr
 		}
 		lines = append(lines, l)
 	}
@@ -207,6 +303,9 @@ func startFanoutAgent(t *testing.T, c *harness.Cluster, bin, kubeconfig string) 
 	cmd := exec.Command(bin, "run", "--config", cfg, "--kubeconfig", kubeconfig, "--node-name", c.NodeName,
 		"--runtime-endpoint", c.CRIEndpoint)
 	cmd.Env = append(os.Environ(), "GOMEMLIMIT="+manifestGOMEMLIMIT(t))
+	if gctrace {
+		cmd.Env = append(cmd.Env, "GODEBUG=gctrace=1")
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -226,7 +325,7 @@ func startFanoutAgent(t *testing.T, c *harness.Cluster, bin, kubeconfig string) 
 			t.Logf("agent log tail:\n%s", harness.Tail(logf.Name(), 40))
 		}
 	})
-	return cmd
+	return cmd, "http://" + addr + "/metrics"
 }
 
 // churnEndpointSlices flips one endpoint's readiness in one of the
@@ -286,6 +385,24 @@ func churnEndpointSlices(ctx context.Context, t *testing.T, cs kubernetes.Interf
 		t.Fatalf("change EndpointSlices: %v", firstErr)
 	}
 	return int(done.Load())
+}
+
+// goMemory is the Go runtime's memory lines of an agent's /metrics.
+func goMemory(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url) //nolint:gosec // the test's own loopback agent
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "go_memstats_") || strings.HasPrefix(l, "go_goroutines") || strings.HasPrefix(l, "go_gc_gogc") || strings.HasPrefix(l, "go_gc_gomemlimit") {
+			out = append(out, "  "+l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func hasVerb(s harness.APIStats, verb, resource string) bool {
