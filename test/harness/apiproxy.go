@@ -103,7 +103,7 @@ func (s APIStats) Verb(verb string) (count int, bodyBytes int64) {
 }
 
 // StartAPIProxy starts a proxy to the node's API server on a free loopback
-// port; it stops with the test's context or Close.
+// port; it serves until Close.
 func (c *Cluster) StartAPIProxy() (*APIProxy, error) {
 	pkiDir := filepath.Join(c.WorkDir, "pki")
 	caPEM, err := os.ReadFile(filepath.Join(pkiDir, "ca.crt"))
