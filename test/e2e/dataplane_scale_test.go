@@ -192,11 +192,43 @@ func dataplaneScale(t *testing.T, mode, bin string, n int) {
 	}
 
 	if mode == "iptables" {
+		legacySaveAlone(ctx, t)
 		informerHeap(ctx, t, c)
 	}
 	if d, _ := time.ParseDuration(os.Getenv("E2E_SCALE_RUN")); d > 0 && mode == "iptables" {
 		scaleSteadyState(ctx, t, c, bin, mode, limit, d)
 	}
+}
+
+// legacySaveAlone loads kube-proxy's nat table as it is now (read with
+// iptables-nft-save) into iptables-legacy in a network namespace of its
+// own and measures iptables-legacy-save on it: the one tool the agent still
+// runs, in its own cgroup, on a node whose kube-proxy uses the legacy
+// backend.
+func legacySaveAlone(ctx context.Context, t *testing.T) {
+	t.Helper()
+	rules, _, _ := runTimed(ctx, t, "iptables-nft-save", "-t", "nat")
+	ns := fmt.Sprintf("nd-scale-legacy-%d", os.Getpid())
+	if out, err := exec.CommandContext(ctx, "ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", ns, err, out)
+	}
+	defer func() { _ = exec.Command("ip", "netns", "del", ns).Run() }()
+	load := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "iptables-legacy-restore")
+	load.Stdin = bytes.NewReader(rules)
+	if out, err := load.CombinedOutput(); err != nil {
+		t.Fatalf("iptables-legacy-restore of kube-proxy's nat table (%d bytes): %v: %s", len(rules), err, out)
+	}
+	var best time.Duration
+	var rss int64
+	var lines int
+	for i := 0; i < 3; i++ {
+		out, d, r := runTimed(ctx, t, "ip", "netns", "exec", ns, "iptables-legacy-save", "-t", "nat")
+		if i == 0 || d < best {
+			best = d
+		}
+		rss, lines = max(rss, r), bytes.Count(out, []byte("\n"))
+	}
+	t.Logf("iptables-legacy-save -t nat alone on the same nat table (%d lines) in iptables-legacy: best of 3 %s, peak RSS %d MiB", lines, best, rss/1024)
 }
 
 // manifestContainers are the DaemonSet's containers as deploy/ sets them.
