@@ -57,7 +57,8 @@ func TestDataplaneScale(t *testing.T) {
 		t.Skip("scale test: set E2E_SCALE=<services>")
 	}
 	harness.RequireRoot(t)
-	agent := buildAgent(t)
+	// Built as the image builds it (static, -s -w), for the memory figures.
+	agent := buildStaticAgent(t)
 	for _, mode := range []string{"iptables", "nftables"} {
 		if m := os.Getenv("E2E_SCALE_MODE"); m != "" && m != mode {
 			continue
