@@ -1,7 +1,10 @@
-# node-doctor agent image: the static Go binary plus exactly the host tools it
-# reads packet-filter state with — iptables in both backends (legacy and nft,
-# with every iptables/ip6tables[-legacy|-nft][-save|-restore] name) and nft —
-# with their shared libraries. No shell, no package manager.
+# node-doctor agent image: the static Go binary plus the one host tool it
+# still runs, for the iptables-legacy backend: iptables-legacy-save and
+# ip6tables-legacy-save (xtables-legacy-multi), their extensions and shared
+# libraries. The iptables-nft backend and kube-proxy's nftables tables are
+# read over netlink, so there is no nft and no iptables-nft-save here:
+# dataplane.reader: exec, which runs those, needs an image of your own that
+# has them. No shell, no package manager.
 #
 #   make image                                  # VERSION/REVISION from git
 #   docker build --build-arg VERSION=v0.1.0 --build-arg REVISION=$(git rev-parse HEAD) -t node-doctor:v0.1.0 .
@@ -25,13 +28,12 @@ RUN CGO_ENABLED=0 go build -trimpath \
 
 FROM debian:${DEBIAN_VERSION}-slim AS tools
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables nftables netbase \
+ && apt-get install -y --no-install-recommends iptables netbase \
  && rm -rf /var/lib/apt/lists/*
 COPY deploy/image/rootfs.sh /rootfs.sh
 RUN sh /rootfs.sh /rootfs \
  && chroot /rootfs /usr/sbin/iptables-legacy-save --version \
- && chroot /rootfs /usr/sbin/iptables-nft-save --version \
- && chroot /rootfs /usr/sbin/nft --version
+ && chroot /rootfs /usr/sbin/ip6tables-legacy-save --version
 
 FROM scratch
 ARG VERSION=dev

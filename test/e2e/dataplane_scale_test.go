@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,10 +38,12 @@ import (
 
 // TestDataplaneScale has real kube-proxy program E2E_SCALE Services with 5
 // endpoints each (selector-less Services with their own EndpointSlices, so
-// no pods are needed) and measures one node-doctor verification against
-// iptables-save / nft alone on the same rules, the check's peak RSS without
-// and with the DaemonSet's GOMEMLIMIT, and (iptables mode) the informers'
-// heap. E2E_SCALE_MODE=nftables runs one mode. E2E_SCALE_RUN=10m also runs the agent (iptables mode) with its
+// no pods are needed) and measures one node-doctor verification with the
+// netlink readers (the default) and the exec readers against iptables-save /
+// nft alone on the same rules, interleaved in one run, the check's own peak
+// RSS without and with the DaemonSet's GOMEMLIMIT (and at the GOMEMLIMITs in
+// E2E_SCALE_GOMEMLIMITS, e.g. 60MiB,80MiB), and (iptables mode) the
+// informers' heap. E2E_SCALE_MODE=nftables runs one mode. E2E_SCALE_RUN=10m also runs the agent (iptables mode) with its
 // defaults that long and reports its API requests per hour and RSS;
 // E2E_SCALE_CONTAINERS=1000 adds that many running containers (pods of 10
 // on the real containerd) and a kernel-log file flood during that run, and
@@ -54,7 +57,8 @@ func TestDataplaneScale(t *testing.T) {
 		t.Skip("scale test: set E2E_SCALE=<services>")
 	}
 	harness.RequireRoot(t)
-	agent := buildAgent(t)
+	// Built as the image builds it (static, -s -w), for the memory figures.
+	agent := buildStaticAgent(t)
 	for _, mode := range []string{"iptables", "nftables"} {
 		if m := os.Getenv("E2E_SCALE_MODE"); m != "" && m != mode {
 			continue
@@ -108,23 +112,10 @@ func dataplaneScale(t *testing.T, mode, bin string, n int) {
 	t.Logf("%s: created %d Services and EndpointSlices in %s", mode, n, time.Since(start).Round(time.Second))
 
 	// Wait until node-doctor verifies every port (kube-proxy has caught up).
-	var last time.Duration
-	var rss int64
 	var verified string
 	err = wait.PollUntilContextTimeout(ctx, 5*time.Second, 20*time.Minute, true, func(ctx context.Context) (bool, error) {
-		out, d, r := runTimed(ctx, t, bin, "check", "-o", "json", "--kubeconfig", c.Kubeconfig, "--node-name", c.NodeName, "--only", "kube-proxy-rules")
-		var rep dpReport
-		if err := json.Unmarshal(out, &rep); err != nil {
-			return false, nil
-		}
-		for _, r := range rep.Results {
-			for _, f := range r.Findings {
-				if f.Reason == "RulesMatchAPI" {
-					verified = f.Details["verified"]
-				}
-			}
-		}
-		last, rss = d, r
+		out, _, _ := runTimed(ctx, t, bin, "check", "-o", "json", "--kubeconfig", c.Kubeconfig, "--node-name", c.NodeName, "--only", "kube-proxy-rules")
+		verified = verifiedPorts(out)
 		v, _ := strconv.Atoi(verified)
 		return v >= n, nil
 	})
@@ -132,59 +123,113 @@ func dataplaneScale(t *testing.T, mode, bin string, n int) {
 		t.Fatalf("node-doctor never verified %d ports (last: %s verified)", n, verified)
 	}
 	t.Logf("%s: kube-proxy programmed everything %s after the first create", mode, time.Since(start).Round(time.Second))
-	// Three more runs each, best time.
-	best := last
-	for i := 0; i < 3; i++ {
-		_, d, r := runTimed(ctx, t, bin, "check", "-o", "json", "--kubeconfig", c.Kubeconfig, "--node-name", c.NodeName, "--only", "kube-proxy-rules")
-		best = min(best, d)
-		rss = max(rss, r)
-	}
-	var alone time.Duration
-	for i := 0; i < 3; i++ {
-		var d time.Duration
-		if mode == "iptables" {
-			_, d1, _ := runTimed(ctx, t, "iptables-nft-save", "-t", "nat")
-			_, d2, _ := runTimed(ctx, t, "iptables-nft-save", "-t", "filter")
-			d = d1 + d2
-		} else {
-			_, d, _ = runTimed(ctx, t, "nft", "-j", "list", "table", "ip", "kube-proxy")
-		}
-		if i == 0 || d < alone {
-			alone = d
-		}
-	}
-	t.Logf("%s: %d services x 5 endpoints: node-doctor check (whole process: API list + read + parse + compare) %s, peak RSS %d MiB (largest of it and the tool it runs); rules dump alone %s (%.2fx)",
-		mode, n, best, rss/1024, alone, float64(best)/float64(alone))
-	var self, tool int64
-	for _, env := range [][]string{nil, {"GOMEMLIMIT=" + manifestGOMEMLIMIT(t)}} {
-		self = agentHWM(ctx, t, env, bin, "check", "-o", "json", "--kubeconfig", c.Kubeconfig, "--node-name", c.NodeName, "--only", "kube-proxy-rules")
-		t.Logf("%s: node-doctor check %v: its own peak RSS (VmHWM) %d MiB", mode, env, self/1024)
-	}
-	if mode == "iptables" {
-		_, _, tool = runTimed(ctx, t, "iptables-nft-save", "-t", "nat")
-	} else {
-		_, _, tool = runTimed(ctx, t, "nft", "-j", "list", "table", "ip", "kube-proxy")
-	}
-	t.Logf("%s: the rules tool alone: peak RSS %d MiB", mode, tool/1024)
 
-	// The same with the DaemonSet's GOMEMLIMIT, as it runs in a cluster.
+	// Side by side, interleaved so that the machine's load falls on all
+	// alike: the check with the default (netlink) readers, the same with
+	// the exec readers (dataplane.reader: exec), each bare and with the
+	// DaemonSet's GOMEMLIMIT, and the rules tools alone. Best time of each;
+	// peak RSS is the process's own VmHWM (the exec reader's tools are
+	// children, measured alone below).
 	limit := manifestGOMEMLIMIT(t)
-	best, rss = 0, 0
-	for i := 0; i < 3; i++ {
-		_, d, r := runTimedEnv(ctx, t, []string{"GOMEMLIMIT=" + limit}, bin, "check", "-o", "json", "--kubeconfig", c.Kubeconfig, "--node-name", c.NodeName, "--only", "kube-proxy-rules")
-		if i == 0 || d < best {
-			best = d
-		}
-		rss = max(rss, r)
+	execCfg := filepath.Join(t.TempDir(), "exec-reader.yaml")
+	if err := os.WriteFile(execCfg, []byte("dataplane:\n  reader: exec\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("%s: with the DaemonSet's GOMEMLIMIT=%s: node-doctor check %s (%.2fx), peak RSS %d MiB", mode, limit, best, float64(best)/float64(alone), rss/1024)
+	checkArgs := []string{"check", "-o", "json", "--kubeconfig", c.Kubeconfig, "--node-name", c.NodeName, "--only", "kube-proxy-rules"}
+	type variant struct {
+		name string
+		env  []string
+		args []string
+	}
+	variants := []variant{
+		{"netlink", nil, checkArgs},
+		{"netlink GOMEMLIMIT=" + limit, []string{"GOMEMLIMIT=" + limit}, checkArgs},
+		{"exec", nil, append(slices.Clone(checkArgs), "--config", execCfg)},
+		{"exec GOMEMLIMIT=" + limit, []string{"GOMEMLIMIT=" + limit}, append(slices.Clone(checkArgs), "--config", execCfg)},
+	}
+	bestOf := map[string]time.Duration{}
+	hwmOf := map[string]int64{}
+	var alone, toolRSS int64
+	for round := 0; round < 4; round++ {
+		for _, v := range variants {
+			out, d, hwm := runMeasured(ctx, t, v.env, bin, v.args...)
+			if got, _ := strconv.Atoi(verifiedPorts(out)); got < n {
+				t.Errorf("%s: node-doctor check (%s) verified %d ports, want %d: %s", mode, v.name, got, n, out)
+			}
+			if b, ok := bestOf[v.name]; !ok || d < b {
+				bestOf[v.name] = d
+			}
+			hwmOf[v.name] = max(hwmOf[v.name], hwm)
+		}
+		var d time.Duration
+		var r int64
+		if mode == "iptables" {
+			_, d1, r1 := runTimed(ctx, t, "iptables-nft-save", "-t", "nat")
+			_, d2, r2 := runTimed(ctx, t, "iptables-nft-save", "-t", "filter")
+			d, r = d1+d2, max(r1, r2)
+		} else {
+			_, d, r = runTimed(ctx, t, "nft", "-j", "list", "table", "ip", "kube-proxy")
+		}
+		if round == 0 || int64(d) < alone {
+			alone = int64(d)
+		}
+		toolRSS = max(toolRSS, r)
+	}
+	tool := "nft -j list table ip kube-proxy"
+	if mode == "iptables" {
+		tool = "iptables-nft-save -t nat + -t filter"
+	}
+	t.Logf("%s: %d services x 5 endpoints: %s alone: best %s, peak RSS %d MiB", mode, n, tool, time.Duration(alone), toolRSS/1024)
+	for _, v := range variants {
+		t.Logf("%s: node-doctor check (%s; whole process: API list + read + parse + compare): best of 4 %s = %.2fx the tool alone; its own peak RSS (VmHWM) %d MiB",
+			mode, v.name, bestOf[v.name], float64(bestOf[v.name])/float64(alone), hwmOf[v.name]/1024)
+	}
+
+	// Peak RSS of the netlink check at other GOMEMLIMITs (E2E_SCALE_GOMEMLIMITS,
+	// comma-separated), and what the Go heap held (GODEBUG=gctrace=1).
+	for _, gml := range append([]string{limit}, strings.FieldsFunc(os.Getenv("E2E_SCALE_GOMEMLIMITS"), func(r rune) bool { return r == ',' })...) {
+		_, d, hwm, gc := runGCTrace(ctx, t, []string{"GOMEMLIMIT=" + gml}, bin, checkArgs...)
+		t.Logf("%s: node-doctor check (netlink) GOMEMLIMIT=%s: %s (%.2fx), VmHWM %d MiB; %s", mode, gml, d, float64(d)/float64(alone), hwm/1024, gc)
+	}
 
 	if mode == "iptables" {
+		legacySaveAlone(ctx, t)
 		informerHeap(ctx, t, c)
 	}
 	if d, _ := time.ParseDuration(os.Getenv("E2E_SCALE_RUN")); d > 0 && mode == "iptables" {
 		scaleSteadyState(ctx, t, c, bin, mode, limit, d)
 	}
+}
+
+// legacySaveAlone loads kube-proxy's nat table as it is now (read with
+// iptables-nft-save) into iptables-legacy in a network namespace of its
+// own and measures iptables-legacy-save on it: the one tool the agent still
+// runs, in its own cgroup, on a node whose kube-proxy uses the legacy
+// backend.
+func legacySaveAlone(ctx context.Context, t *testing.T) {
+	t.Helper()
+	rules, _, _ := runTimed(ctx, t, "iptables-nft-save", "-t", "nat")
+	ns := fmt.Sprintf("nd-scale-legacy-%d", os.Getpid())
+	if out, err := exec.CommandContext(ctx, "ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", ns, err, out)
+	}
+	defer func() { _ = exec.Command("ip", "netns", "del", ns).Run() }()
+	load := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "iptables-legacy-restore")
+	load.Stdin = bytes.NewReader(rules)
+	if out, err := load.CombinedOutput(); err != nil {
+		t.Fatalf("iptables-legacy-restore of kube-proxy's nat table (%d bytes): %v: %s", len(rules), err, out)
+	}
+	var best time.Duration
+	var rss int64
+	var lines int
+	for i := 0; i < 3; i++ {
+		out, d, r := runTimed(ctx, t, "ip", "netns", "exec", ns, "iptables-legacy-save", "-t", "nat")
+		if i == 0 || d < best {
+			best = d
+		}
+		rss, lines = max(rss, r), bytes.Count(out, []byte("\n"))
+	}
+	t.Logf("iptables-legacy-save -t nat alone on the same nat table (%d lines) in iptables-legacy: best of 3 %s, peak RSS %d MiB", lines, best, rss/1024)
 }
 
 // manifestContainers are the DaemonSet's containers as deploy/ sets them.
@@ -280,9 +325,15 @@ func scaleSteadyState(ctx context.Context, t *testing.T, c *harness.Cluster, bin
 		flood = newLogFlood(t)
 		args = append(args, "--config", flood.config)
 	}
+	// gctrace says what the heap held at the peak; the log goes with it.
+	stderr, err := os.Create(filepath.Join(t.TempDir(), "agent.stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(os.Environ(), "GOMEMLIMIT="+limit)
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	cmd.Env = append(os.Environ(), "GOMEMLIMIT="+limit, "GODEBUG=gctrace=1")
+	cmd.Stdout, cmd.Stderr = io.Discard, stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -330,9 +381,10 @@ func scaleSteadyState(ctx context.Context, t *testing.T, c *harness.Cluster, bin
 	}
 	hwm := vmHWM(cmd.Process.Pid)
 	cpu := (last["process_cpu_seconds_total"] - first["process_cpu_seconds_total"]) / window.Seconds()
-	t.Logf("%s: agent run for %s (GOMEMLIMIT=%s): API requests after the first minute: %.0f in %s = %.0f per hour; RSS max %.0f MiB (scraped every 15 s), VmHWM %d MiB; CPU %.3f cores after the first minute; last verification %.2f s",
+	trace, _ := os.ReadFile(stderr.Name())
+	t.Logf("%s: agent run for %s (GOMEMLIMIT=%s): API requests after the first minute: %.0f in %s = %.0f per hour; RSS max %.0f MiB (scraped every 15 s), VmHWM %d MiB; CPU %.3f cores after the first minute; last verification %.2f s; %s",
 		mode, d, limit, total, window.Round(time.Second), total/window.Hours(), maxRSS/(1<<20), hwm/1024, cpu,
-		last["node_doctor_kubeproxy_verification_duration_seconds"])
+		last["node_doctor_kubeproxy_verification_duration_seconds"], gcSummary(trace))
 	if flood == nil {
 		return
 	}
@@ -490,28 +542,89 @@ func createScaleService(ctx context.Context, cs kubernetes.Interface, ns string,
 	return nil
 }
 
-// agentHWM runs a command and returns its own peak RSS (KiB), polled from
-// /proc (wait4 reports the largest of it and its children).
-func agentHWM(ctx context.Context, t *testing.T, env []string, name string, args ...string) int64 {
+// verifiedPorts is the verified count of kube-proxy-rules' RulesMatchAPI
+// finding in a check -o json report ("" without one).
+func verifiedPorts(out []byte) string {
+	var rep dpReport
+	if err := json.Unmarshal(out, &rep); err != nil {
+		return ""
+	}
+	for _, r := range rep.Results {
+		for _, f := range r.Findings {
+			if f.Reason == "RulesMatchAPI" {
+				return f.Details["verified"]
+			}
+		}
+	}
+	return ""
+}
+
+// runMeasured runs a command and returns its stdout, wall time and its own
+// peak RSS (KiB), polled from /proc (wait4 reports the largest of it and
+// its children).
+func runMeasured(ctx context.Context, t *testing.T, env []string, name string, args ...string) ([]byte, time.Duration, int64) {
+	t.Helper()
+	out, d, hwm, _ := runMeasuredStderr(ctx, t, env, io.Discard, name, args...)
+	return out, d, hwm
+}
+
+func runMeasuredStderr(ctx context.Context, t *testing.T, env []string, stderr io.Writer, name string, args ...string) ([]byte, time.Duration, int64, error) {
 	t.Helper()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, stderr
+	s := time.Now()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
 	var hwm int64
 	for {
 		select {
-		case <-done:
-			return hwm
+		case err := <-done:
+			return out.Bytes(), time.Since(s), hwm, err
 		case <-time.After(10 * time.Millisecond):
 			// VmHWM only grows: the last read before exit is the peak.
 			hwm = max(hwm, vmHWM(cmd.Process.Pid))
 		}
 	}
+}
+
+// runGCTrace is runMeasured with GODEBUG=gctrace=1, and a summary of the
+// trace: collections, the largest heap at a collection's start, the largest
+// live heap after one, and the largest goal.
+func runGCTrace(ctx context.Context, t *testing.T, env []string, name string, args ...string) ([]byte, time.Duration, int64, string) {
+	t.Helper()
+	var stderr bytes.Buffer
+	out, d, hwm, _ := runMeasuredStderr(ctx, t, append(slices.Clone(env), "GODEBUG=gctrace=1"), &stderr, name, args...)
+	return out, d, hwm, gcSummary(stderr.Bytes())
+}
+
+// gcSummary reads gctrace lines ("gc 12 @1.2s 3%: ... 40->45->20 MB, 41 MB
+// goal, ...").
+func gcSummary(trace []byte) string {
+	var n int
+	var start, live, goal float64
+	for _, l := range strings.Split(string(trace), "\n") {
+		if !strings.HasPrefix(l, "gc ") {
+			continue
+		}
+		f := strings.Fields(l)
+		for i, w := range f {
+			if w == "MB," && i > 0 && strings.Count(f[i-1], "->") == 2 && i+2 < len(f) && f[i+2] == "MB" {
+				h := strings.Split(f[i-1], "->")
+				a, _ := strconv.ParseFloat(h[0], 64)
+				c, _ := strconv.ParseFloat(h[2], 64)
+				g, _ := strconv.ParseFloat(f[i+1], 64)
+				n++
+				start, live, goal = max(start, a), max(live, c), max(goal, g)
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("gctrace: %d collections, heap at a collection's start up to %.0f MB, live after one up to %.0f MB, goal up to %.0f MB", n, start, live, goal)
 }
 
 // runTimed runs a command and returns its stdout, wall time and peak RSS (KiB).

@@ -58,7 +58,9 @@ func buildStaticAgent(t *testing.T) string {
 // API server's address: the harness blackholes the service range on
 // the node, so a hostNetwork pod cannot reach the kubernetes Service's
 // ClusterIP (connect: invalid argument) and in-cluster config is pointed
-// at the API server's own address instead. components are paths under
+// at the API server's own address instead; the kubelet's config file (in
+// the work dir) is mounted at its path under /host, as a user's overlay
+// mounts their kubelet's --config. components are paths under
 // deploy/ of kustomize components to add (e.g. components/unprivileged).
 func deployOverlay(t *testing.T, c *harness.Cluster, components ...string) string {
 	t.Helper()
@@ -114,6 +116,12 @@ resources:
 		}
 	}
 	sock := c.Containerd.Address
+	// The kubelet's config file at its own path under /host, as
+	// docs/deploy.md says to patch it in for a kubelet's --config.
+	kubeletCfg := c.KubeletConfig
+	if kubeletCfg == "" {
+		kubeletCfg = filepath.Join(c.WorkDir, "kubelet.json")
+	}
 	cniConf := filepath.Join(filepath.Dir(sock), "net.d")
 	patch := fmt.Sprintf(`[
   {"op": "replace", "path": "/spec/template/spec/containers/0/imagePullPolicy", "value": "Never"},
@@ -121,8 +129,10 @@ resources:
   {"op": "replace", "path": "/spec/template/spec/containers/0/volumeMounts/%d", "value": {"name": "run", "mountPath": "/host/run/containerd/containerd.sock", "readOnly": true}},
   {"op": "replace", "path": "/spec/template/spec/volumes/%d/hostPath", "value": {"path": %q, "type": "Directory"}},
   {"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": {"name": "KUBERNETES_SERVICE_HOST", "value": %q}},
-  {"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": {"name": "KUBERNETES_SERVICE_PORT", "value": "6443"}}
-]`, volIdx["run"], sock, mountIdx["run"], volIdx["cni-conf"], cniConf, c.NodeIP)
+  {"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": {"name": "KUBERNETES_SERVICE_PORT", "value": "6443"}},
+  {"op": "add", "path": "/spec/template/spec/volumes/-", "value": {"name": "kubelet-config", "hostPath": {"path": %q, "type": "File"}}},
+  {"op": "add", "path": "/spec/template/spec/containers/0/volumeMounts/-", "value": {"name": "kubelet-config", "mountPath": %q, "readOnly": true}}
+]`, volIdx["run"], sock, mountIdx["run"], volIdx["cni-conf"], cniConf, c.NodeIP, kubeletCfg, "/host"+kubeletCfg)
 	kust += `patches:
   - target: {kind: DaemonSet, name: node-doctor}
     path: harness-patch.json

@@ -416,6 +416,9 @@ func TestDeployManifestsRender(t *testing.T) {
 		"privileged: true",
 		`prometheus.io/scrape: "true"`, `prometheus.io/port: "19720"`, "prometheus.io/scheme: https",
 		"--metrics-secure=true", "--health-address=:19721", "containerPort: 19721", "port: health",
+		// cluster-dns: the kubelet's default resolvConf (kubeadm's config
+		// file only with its component, below).
+		"mountPath: /host/etc/resolv.conf", "path: /etc/resolv.conf",
 	} {
 		if !strings.Contains(string(ds), s) {
 			t.Errorf("DaemonSet lacks %q", s)
@@ -458,6 +461,28 @@ func TestDeployManifestsRender(t *testing.T) {
 		if strings.Contains(string(unpriv), s) {
 			t.Errorf("components/unprivileged: DaemonSet has %q:\n%s", s, unpriv)
 		}
+	}
+
+	// The kubeadm kubelet-config component: that one file, at its own path
+	// under /host, checked as a File.
+	k = fmt.Sprintf("resources: [%s]\ncomponents: [%s/components/kubeadm-kubelet-config]\n", rel, rel)
+	if err := os.WriteFile(filepath.Join(ovl, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var kubeadm []byte
+	for _, o := range renderObjects(t, ovl) {
+		if o["kind"] == "DaemonSet" {
+			checkScheduling(t, "components/kubeadm-kubelet-config", o)
+			kubeadm, _ = yaml.Marshal(o)
+		}
+	}
+	for _, s := range []string{"mountPath: /host/var/lib/kubelet/config.yaml", "path: /var/lib/kubelet/config.yaml", "mountPath: /host/etc/resolv.conf"} {
+		if !strings.Contains(string(kubeadm), s) {
+			t.Errorf("components/kubeadm-kubelet-config: DaemonSet lacks %q:\n%s", s, kubeadm)
+		}
+	}
+	if strings.Contains(string(kubeadm), "path: /var/lib/kubelet\n") {
+		t.Errorf("components/kubeadm-kubelet-config mounts all of /var/lib/kubelet:\n%s", kubeadm)
 	}
 
 	po := renderObjects(t, filepath.Join(deployDir(t), "prometheus-operator"))

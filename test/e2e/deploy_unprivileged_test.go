@@ -319,6 +319,13 @@ func TestDeployUnprivileged(t *testing.T) {
 			t.Errorf("%s could not run unprivileged: %s", n, inPod[n].Error)
 		}
 	}
+	// cluster-dns read the kubelet's config file and its resolvConf
+	// (/etc/resolv.conf) through the mounts: not "not visible under the
+	// host root", no ResolvConfMissing. The harness's kubelet sets no
+	// clusterDNS, so after reading both that is all it can say here.
+	if r := inPod["cluster-dns"]; r.Status != "not_applicable" || !strings.Contains(r.why(), "sets no clusterDNS") {
+		t.Errorf("cluster-dns in the unprivileged pod: %s %s; want the kubelet's config and resolvConf read", r.Status, r.why())
+	}
 
 	// The running agent agrees, and wrote its conditions, but none of the
 	// kernel ones.
@@ -434,7 +441,7 @@ func TestDeployUnprivileged(t *testing.T) {
 	}
 	for _, n := range []string{"kube-proxy-rules", "iptables-backends", "forward-policy"} {
 		if r := reports[1][n]; r.Status != "error" {
-			t.Errorf("%s without NET_ADMIN: %s, want error (iptables-nft-save and nft need it)", n, r.Status)
+			t.Errorf("%s without NET_ADMIN: %s, want error (nf_tables netlink dumps need it)", n, r.Status)
 		}
 	}
 	// SYSLOG is what /dev/kmsg needs where kernel.dmesg_restrict=1, and

@@ -25,8 +25,8 @@ type AgentImageSpec struct {
 	// /usr/local/bin/node-doctor.
 	Binary string
 	// RootfsScript is deploy/image/rootfs.sh, the script the Dockerfile runs:
-	// it copies iptables (both backends), nft and their libraries (ldd) from
-	// this machine into the image's root.
+	// it copies iptables-legacy-save, ip6tables-legacy-save and their
+	// extensions and libraries (ldd) from this machine into the image's root.
 	RootfsScript string
 }
 

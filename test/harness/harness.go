@@ -96,6 +96,8 @@ type Cluster struct {
 	PodCIDR     string
 	ServiceCIDR string
 	WorkDir     string
+	// KubeletConfig is the kubelet's --config file.
+	KubeletConfig string
 
 	log   *slog.Logger
 	state *State
@@ -574,6 +576,7 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 
 	// kubelet
 	kubeletCfg := filepath.Join(wd, "kubelet.json")
+	c.KubeletConfig = kubeletCfg
 	if err := writeKubeletConfig(kubeletCfg, wd, opts, ctrd.Endpoint); err != nil {
 		return err
 	}
