@@ -19,6 +19,7 @@ import (
 	"github.com/node-doctor/node-doctor/pkg/checks"
 	"github.com/node-doctor/node-doctor/pkg/config"
 	"github.com/node-doctor/node-doctor/pkg/cri"
+	"github.com/node-doctor/node-doctor/pkg/dataplane"
 	"github.com/node-doctor/node-doctor/pkg/host"
 	"github.com/node-doctor/node-doctor/pkg/kube"
 	"github.com/node-doctor/node-doctor/pkg/netcheck"
@@ -203,7 +204,7 @@ func (g *globals) buildSources(s *setup) {
 		Node:      informers,
 		IPTables:  iptablesReader(s.cfg.DataplaneReader),
 		NFT:       nftReader(s.cfg.DataplaneReader),
-		IPVS:      netcheck.MobyIPVS{},
+		IPVS:      dataplane.MobyIPVS{},
 		HostFS:    s.hostFS,
 		Bridges:   netcheck.NetlinkBridges{NS: -1},
 		Routes:    netcheck.NetlinkRoutes{NS: -1},
@@ -218,19 +219,19 @@ func (g *globals) buildSources(s *setup) {
 
 // iptablesReader reads iptables as dataplane.reader says: the nft backend
 // over netlink (legacy always through iptables-legacy-save), or both by exec.
-func iptablesReader(reader string) netcheck.IPTablesSaver {
+func iptablesReader(reader string) dataplane.IPTablesSaver {
 	if reader == config.ReaderExec {
-		return netcheck.ExecIPTablesSaver{}
+		return dataplane.ExecIPTablesSaver{}
 	}
-	return netcheck.NetlinkIPTablesSaver{NS: -1, Fallback: netcheck.ExecIPTablesSaver{}}
+	return dataplane.NetlinkIPTablesSaver{NS: -1, Fallback: dataplane.ExecIPTablesSaver{}}
 }
 
 // nftReader reads kube-proxy's nftables tables as dataplane.reader says.
-func nftReader(reader string) netcheck.NFTLister {
+func nftReader(reader string) dataplane.NFTLister {
 	if reader == config.ReaderExec {
-		return netcheck.ExecNFT{}
+		return dataplane.ExecNFT{}
 	}
-	return netcheck.NetlinkNFT{NS: -1}
+	return dataplane.NetlinkNFT{NS: -1}
 }
 
 // buildChecks builds every check on s.deps, applies the file's check
