@@ -22,6 +22,7 @@ import (
 	"github.com/node-doctor/node-doctor/pkg/dataplane"
 	"github.com/node-doctor/node-doctor/pkg/host"
 	"github.com/node-doctor/node-doctor/pkg/kube"
+	"github.com/node-doctor/node-doctor/pkg/kubeproxy"
 	"github.com/node-doctor/node-doctor/pkg/netcheck"
 )
 
@@ -130,6 +131,8 @@ type setup struct {
 	level *slog.LevelVar
 	// criMetrics describe the runtime and every CRI call.
 	criMetrics *cri.Metrics
+	// dataplaneMetrics count the packet-filter table reads.
+	dataplaneMetrics *dataplane.Metrics
 	// criClient and criSource are the runtime the checks read.
 	criClient *cri.Client
 	criSource *cri.Source
@@ -154,7 +157,7 @@ func (g *globals) setup(cf commandFlags, stderr io.Writer) (*setup, error) {
 	if fi, err := os.Stat(cfg.HostRoot); err != nil || !fi.IsDir() {
 		return fail(fmt.Errorf("host root %q is not a directory", cfg.HostRoot))
 	}
-	s := &setup{cfg: cfg, file: file, criMetrics: cri.NewMetrics(), informers: kube.NewInformers()}
+	s := &setup{cfg: cfg, file: file, criMetrics: cri.NewMetrics(), dataplaneMetrics: dataplane.NewMetrics(), informers: kube.NewInformers()}
 	s.log, s.level = newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
 	g.buildSources(s)
 	if err := g.buildChecks(s, cf); err != nil {
@@ -200,10 +203,10 @@ func (g *globals) buildSources(s *setup) {
 	informers := s.informers
 	criSource := s.criSource
 	s.deps = checks.Deps{
-		Services:  informers,
-		Node:      informers,
-		IPTables:  iptablesReader(s.cfg.DataplaneReader),
-		NFT:       nftReader(s.cfg.DataplaneReader),
+		Services: informers,
+		Node:     informers,
+		Dataplane: kubeproxy.NewSource(dataplane.Readers{IPTables: iptablesReader(s.cfg.DataplaneReader), NFT: nftReader(s.cfg.DataplaneReader)},
+			dataplane.SourceOptions{Metrics: s.dataplaneMetrics}),
 		IPVS:      dataplane.MobyIPVS{},
 		HostFS:    s.hostFS,
 		Bridges:   netcheck.NetlinkBridges{NS: -1},

@@ -45,10 +45,11 @@ type Deps struct {
 	// Services lists Services and EndpointSlices from the shared informers;
 	// without a cluster its reads say why.
 	Services kubeproxy.ServiceLister
-	// IPTables, NFT, IPVS and KubeProxy read kube-proxy's data plane; nil
-	// IPVS/KubeProxy: none / HTTP to the configured addresses.
-	IPTables  dataplane.IPTablesSaver
-	NFT       dataplane.NFTLister
+	// Dataplane is the one snapshot source of the packet-filter tables
+	// every network check reads (nil: none); IPVS and KubeProxy read the
+	// rest of kube-proxy's data plane (nil: none / HTTP to the configured
+	// addresses).
+	Dataplane *kubeproxy.Source
 	IPVS      dataplane.IPVSLister
 	KubeProxy kubeproxy.KubeProxyAPI
 	// Node reads this node's Lease and Node for the kubelet check; nil
@@ -57,7 +58,11 @@ type Deps struct {
 }
 
 func (d Deps) kubeProxy() kubeproxy.KubeProxyDeps {
-	return kubeproxy.KubeProxyDeps{Services: d.Services, IPTables: d.IPTables, NFT: d.NFT, IPVS: d.IPVS, KubeProxy: d.KubeProxy, Clock: d.Clock}
+	tables := d.Dataplane
+	if tables == nil {
+		tables = kubeproxy.NewSource(dataplane.Readers{}, dataplane.SourceOptions{})
+	}
+	return kubeproxy.KubeProxyDeps{Services: d.Services, Tables: tables, IPVS: d.IPVS, KubeProxy: d.KubeProxy, Clock: d.Clock}
 }
 
 // podRanges finds this node's pod ranges in the Node, kube-proxy's

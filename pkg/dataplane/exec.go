@@ -57,6 +57,9 @@ func (e ExecIPTablesSaver) Save(ctx context.Context, backend string, ipv6 bool, 
 		return fmt.Errorf("%s: %w", bin, err)
 	}
 	if err := cmd.Start(); err != nil {
+		if errors.Is(err, exec.ErrNotFound) {
+			return notOnPath(args[0], backend == BackendNFT, err)
+		}
 		return fmt.Errorf("%s: %w", bin, err)
 	}
 	defer closeOnDone(ctx, out)()
@@ -113,7 +116,7 @@ func (e ExecNFT) ListTable(ctx context.Context, family, table string, into *NFTT
 	}
 	if err := cmd.Start(); err != nil {
 		if errors.Is(err, exec.ErrNotFound) {
-			return false, nil
+			return false, notOnPath(args[0], true, err)
 		}
 		return false, fmt.Errorf("nft: %w", err)
 	}
@@ -131,6 +134,16 @@ func (e ExecNFT) ListTable(ctx context.Context, family, table string, into *NFTT
 		return false, fmt.Errorf("nft table %s %s: %w", family, table, perr)
 	}
 	return true, nil
+}
+
+// notOnPath says plainly that a reader's tool is missing. The nft backend
+// and nftables need one only with dataplane.reader: exec; the legacy
+// backend always does. It wraps exec.ErrNotFound.
+func notOnPath(bin string, onlyExec bool, err error) error {
+	if onlyExec {
+		return fmt.Errorf("%s is not on PATH: dataplane.reader: exec reads the tables with it; the default reader, netlink, needs no tool (set dataplane.reader: netlink or install %s): %w", bin, bin, err)
+	}
+	return fmt.Errorf("%s is not on PATH: the iptables-legacy backend is read with it: %w", bin, err)
 }
 
 // readerCommand is a command whose pipes Wait gives up on a second after

@@ -371,29 +371,80 @@ func (v *ruleView) walk(d *DesiredPort, v6 bool, disc []Discrepancy) PortPath {
 	case "ipvs":
 		w.ipvs(v.progs[v6])
 	}
+	pp.Problems = portProblems(d, disc)
 	for _, dc := range disc {
-		if dc.Service.Namespace != d.Name.Namespace || dc.Service.Name != d.Name.Name {
+		if !discOf(dc, d) {
 			continue
 		}
-		if dc.Service.Port != d.Name.Port || (dc.Service.Protocol != "" && dc.Service.Protocol != d.Name.Protocol) {
-			continue
-		}
-		pp.Problems = append(pp.Problems, PathProblem{Reason: dc.Reason, Message: dc.Message, Expected: dc.Expected, Actual: dc.Actual, Fix: fixKubeProxy})
 		switch dc.Reason {
 		case "ServicePortNotProgrammed", "EndpointMissing", "NodePortNotProgrammed", "ExternalIPNotProgrammed", "EndpointsNotProgrammed":
 			pp.Hops = append(pp.Hops, Hop{Status: HopMissing, Where: "expected", Rule: dc.Expected, Note: dc.Message})
 		}
 	}
+	return pp
+}
+
+// discOf says a difference is about the desired port d.
+func discOf(dc Discrepancy, d *DesiredPort) bool {
+	if dc.Service.Namespace != d.Name.Namespace || dc.Service.Name != d.Name.Name {
+		return false
+	}
+	return dc.Service.Port == d.Name.Port && (dc.Service.Protocol == "" || dc.Service.Protocol == d.Name.Protocol)
+}
+
+// portProblems are the differences about d, and what the API itself says
+// is wrong with it.
+func portProblems(d *DesiredPort, disc []Discrepancy) []PathProblem {
+	var out []PathProblem
+	for _, dc := range disc {
+		if discOf(dc, d) {
+			out = append(out, PathProblem{Reason: dc.Reason, Message: dc.Message, Expected: dc.Expected, Actual: dc.Actual, Fix: fixKubeProxy})
+		}
+	}
 	if !d.HasEndpoints {
-		pp.Problems = append(pp.Problems, PathProblem{Reason: "NoReadyEndpoints",
+		out = append(out, PathProblem{Reason: "NoReadyEndpoints",
 			Message: "the API has no ready endpoint for this port anywhere, so connections to it are refused on every node",
 			Fix:     fmt.Sprintf(fixNoEndpoints, d.Name.Namespace, d.Name.Name)})
 	} else if !d.HasInternalEndpoints() {
-		pp.Problems = append(pp.Problems, PathProblem{Reason: "NoLocalEndpoints",
+		out = append(out, PathProblem{Reason: "NoLocalEndpoints",
 			Message: "internalTrafficPolicy is Local and no endpoint is on this node, so ClusterIP connections from here are dropped",
 			Fix:     "run a pod of this Service on this node, or set internalTrafficPolicy: Cluster"})
 	}
-	return pp
+	return out
+}
+
+// VerifyService compares one Service's ports with the rules obs holds (the
+// shared snapshot's compact view): ExplainService's problems, without the
+// rule-by-rule hops.
+func VerifyService(obs *Observed, svc *corev1.Service, slices_ []*discoveryv1.EndpointSlice, node *corev1.Node, nodeName string) *ServicePath {
+	out := &ServicePath{Service: svc.Namespace + "/" + svc.Name, Node: nodeName, Mode: obs.Mode, Backend: obs.Backend}
+	desired := DesiredServicePortsOn([]*corev1.Service{svc}, slices_, NodeTopologyOf(nodeName, node))
+	for _, v6 := range []bool{false, true} {
+		p := obs.Progs[v6]
+		var fam []DesiredPort
+		for _, dp := range desired {
+			if dp.IPv6 == v6 {
+				fam = append(fam, dp)
+			}
+		}
+		if p == nil {
+			for i := range fam {
+				out.Ports = append(out.Ports, PortPath{Port: fam[i].Name.String(), Protocol: strings.ToUpper(fam[i].Name.Protocol), Family: family(v6), Changed: fam[i].Changed,
+					Problems: []PathProblem{{Reason: "FamilyNotProgrammed", Message: "kube-proxy has no " + family(v6) + " rules on this node", Fix: fixKubeProxy}}})
+			}
+			continue
+		}
+		disc, _, _ := Compare(fam, p)
+		if obs.Mode == "ipvs" {
+			disc, _ = CompareIPVSNode(fam, v6, obs.IPVS, node, disc, 0)
+		}
+		for i := range fam {
+			d := &fam[i]
+			out.Ports = append(out.Ports, PortPath{Port: d.Name.String(), Protocol: strings.ToUpper(d.Name.Protocol), Family: family(v6), ClusterIP: d.ClusterIP,
+				ServicePort: d.Port, Changed: d.Changed, Problems: portProblems(d, disc)})
+		}
+	}
+	return out
 }
 
 type walker struct {

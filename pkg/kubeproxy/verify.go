@@ -66,9 +66,25 @@ type KubeProxyDeps struct {
 	IPTables dataplane.IPTablesSaver
 	NFT      dataplane.NFTLister
 	IPVS     dataplane.IPVSLister
+	// Tables is the shared snapshot source; nil: each Snapshot call reads
+	// afresh through IPTables and NFT (explain, tests).
+	Tables *Source
 	// KubeProxy nil means HTTP to the addresses in the settings.
 	KubeProxy KubeProxyAPI
 	Clock     clock.Clock
+}
+
+// Snapshot is this round's tables: the shared source's, or a one-off
+// snapshot over IPTables and NFT.
+func (d KubeProxyDeps) Snapshot() *Snapshot {
+	if d.Tables != nil {
+		return d.Tables.Snapshot()
+	}
+	var c clock.PassiveClock = clock.RealClock{}
+	if d.Clock != nil {
+		c = d.Clock
+	}
+	return NewSource(dataplane.Readers{IPTables: d.IPTables, NFT: d.NFT}, dataplane.SourceOptions{Clock: c}).Snapshot()
 }
 
 // API is the kube-proxy client: KubeProxy, or HTTP to the settings' addresses.
@@ -96,11 +112,15 @@ type Observed struct {
 	Backend  string // iptables backend in use
 	IPVS     *IPVSNode
 	ReadTime time.Duration
+	// ReadAt is when the rules were read (the snapshot's start): nothing
+	// kube-proxy wrote after it can be in them.
+	ReadAt time.Time
 }
 
 // ReadProgrammed works out the mode and reads its rules for both families.
 func ReadProgrammed(ctx context.Context, d KubeProxyDeps, s *KubeProxySettings, kp KubeProxyAPI) (*Observed, error) {
 	obs := &Observed{Progs: map[bool]*Programmed{}}
+	snap := d.Snapshot()
 	mode := s.Mode
 	if mode == "" {
 		m, err := kp.ProxyMode(ctx)
@@ -111,7 +131,7 @@ func ReadProgrammed(ctx context.Context, d KubeProxyDeps, s *KubeProxySettings, 
 	defer func() { obs.ReadTime = time.Since(start) }()
 	switch mode {
 	case "nftables":
-		if err := ReadNFT(ctx, d, obs); err != nil {
+		if err := ReadNFT(ctx, snap, obs); err != nil {
 			return nil, err
 		}
 		if obs.Progs[false] == nil && obs.Progs[true] == nil {
@@ -120,7 +140,7 @@ func ReadProgrammed(ctx context.Context, d KubeProxyDeps, s *KubeProxySettings, 
 		obs.Mode = mode
 		return obs, nil
 	case "iptables":
-		found, err := ReadIPT(ctx, d, obs)
+		found, err := ReadIPT(ctx, snap, obs)
 		if err != nil {
 			return nil, err
 		}
@@ -133,6 +153,7 @@ func ReadProgrammed(ctx context.Context, d KubeProxyDeps, s *KubeProxySettings, 
 		if d.IPVS == nil {
 			return nil, check.NotApplicable("kube-proxy runs in IPVS mode and node-doctor was built without an IPVS reader")
 		}
+		obs.ReadAt = d.Now()
 		p, n, err := readIPVS(ctx, d.IPVS)
 		if err != nil {
 			return nil, err
@@ -150,14 +171,14 @@ func ReadProgrammed(ctx context.Context, d KubeProxyDeps, s *KubeProxySettings, 
 		return nil, fmt.Errorf("kube-proxy reports unknown mode %q", mode)
 	}
 	// kube-proxy did not answer: look at what is programmed.
-	if err := ReadNFT(ctx, d, obs); err != nil {
+	if err := ReadNFT(ctx, snap, obs); err != nil {
 		return nil, err
 	}
 	if obs.Progs[false] != nil || obs.Progs[true] != nil {
 		obs.Mode = "nftables"
 		return obs, nil
 	}
-	found, err := ReadIPT(ctx, d, obs)
+	found, err := ReadIPT(ctx, snap, obs)
 	if err != nil {
 		return nil, err
 	}
@@ -169,62 +190,61 @@ func ReadProgrammed(ctx context.Context, d KubeProxyDeps, s *KubeProxySettings, 
 		"Services on this node are implemented by something else (e.g. a CNI that replaces kube-proxy)", s.MetricsAddress, obs.KPErr)
 }
 
-// ReadNFT reads the kube-proxy nftables table of both families.
-func ReadNFT(ctx context.Context, d KubeProxyDeps, obs *Observed) error {
-	if d.NFT == nil {
+// ReadNFT takes the kube-proxy nftables table of both families from the
+// snapshot.
+func ReadNFT(ctx context.Context, snap *Snapshot, obs *Observed) error {
+	if !snap.HasNFT() {
 		return nil
 	}
+	obs.ReadAt = snap.Time
 	for _, v6 := range []bool{false, true} {
-		fam := "ip"
-		if v6 {
-			fam = "ip6"
-		}
-		t := dataplane.NewNFTTable()
-		ok, err := d.NFT.ListTable(ctx, fam, "kube-proxy", t)
+		p, ok, err := snap.NFT(ctx, v6)
 		if err != nil {
 			return err
 		}
-		if !ok {
-			continue
+		if ok {
+			obs.Progs[v6] = p
 		}
-		obs.Progs[v6] = ProgrammedFromNFT(t)
 	}
 	return nil
 }
 
 // ReadIPT finds the backend holding KUBE-SERVICES (nft first, as the
-// iptables wrapper kube-proxy images ship prefers it) and reads nat and
-// filter of both families from it.
-func ReadIPT(ctx context.Context, d KubeProxyDeps, obs *Observed) (bool, error) {
-	if d.IPTables == nil {
+// iptables wrapper kube-proxy images ship prefers it) and takes nat and
+// filter of both families from it, as the snapshot's collector kept them.
+func ReadIPT(ctx context.Context, snap *Snapshot, obs *Observed) (bool, error) {
+	if !snap.HasIPTables() {
 		return false, nil
 	}
-	// Rules go straight into a collector: at 10,000 Services holding them
-	// would cost several times the dump's size.
+	obs.ReadAt = snap.Time
 	for _, be := range []string{dataplane.BackendNFT, dataplane.BackendLegacy} {
-		col := newIPTCollector()
-		nat4 := &dataplane.IPTables{Tables: map[string]*dataplane.IPTTable{}, Rules: col.rule}
-		if err := d.IPTables.Save(ctx, be, false, "nat", nat4); err != nil {
+		r4, err := snap.IPTables(ctx, be, false)
+		if err != nil {
+			return false, err
+		}
+		if r4.NATErr != nil {
 			if be == dataplane.BackendLegacy {
 				continue // no legacy tools or tables
 			}
-			return false, err
+			return false, r4.NATErr
 		}
-		if nat4.Table("nat").Chain("KUBE-SERVICES") == nil {
+		if r4.NAT.Chain("KUBE-SERVICES") == nil {
 			continue
 		}
 		obs.Backend = be
-		if err := d.IPTables.Save(ctx, be, false, "filter", nat4); err != nil {
+		if r4.FilterErr != nil {
+			return false, r4.FilterErr
+		}
+		obs.Progs[false] = r4.Compact
+		r6, err := snap.IPTables(ctx, be, true)
+		if err != nil {
 			return false, err
 		}
-		obs.Progs[false] = col.finish(nat4.Table("nat"))
-		col6 := newIPTCollector()
-		v6 := &dataplane.IPTables{Tables: map[string]*dataplane.IPTTable{}, Rules: col6.rule}
-		if err := d.IPTables.Save(ctx, be, true, "nat", v6); err == nil && v6.Table("nat").Chain("KUBE-SERVICES") != nil {
-			if err := d.IPTables.Save(ctx, be, true, "filter", v6); err != nil {
-				return false, err
+		if r6.NATErr == nil && r6.NAT.Chain("KUBE-SERVICES") != nil {
+			if r6.FilterErr != nil {
+				return false, r6.FilterErr
 			}
-			obs.Progs[true] = col6.finish(v6.Table("nat"))
+			obs.Progs[true] = r6.Compact
 		}
 		return true, nil
 	}

@@ -288,7 +288,7 @@ func readyEndpoints(slices []*discoveryv1.EndpointSlice, svc *corev1.Service) in
 	return n
 }
 
-// dnsServiceRules walks this node's kube-proxy rules for the DNS Service:
+// dnsServiceRules verifies this node's kube-proxy rules for the DNS Service:
 // a broken port is a finding once kube-proxy has written every change it
 // queued and the Service has not changed for kube-proxy's settle time
 // (else kube-proxy-rules judges it later); note says what was verified.
@@ -306,15 +306,21 @@ func dnsServiceRules(ctx context.Context, d kubeproxy.KubeProxyDeps, svc *corev1
 		name = d.Services.NodeName()
 	}
 	s := kubeproxy.DefaultKubeProxySettings()
-	p, err := kubeproxy.ExplainService(ctx, d, s, svc, mine, node, name, "")
+	kp := d.API(s)
+	// The round's shared snapshot, as kube-proxy-rules reads it.
+	obs, err := kubeproxy.ReadProgrammed(ctx, d, s, kp)
 	if err != nil {
 		return nil, "its rules on this node not verified: " + err.Error()
 	}
+	p := kubeproxy.VerifyService(obs, svc, mine, node, name)
 	if !p.Broken() {
 		return nil, "its " + p.Mode + " rules on this node verified"
 	}
-	sync, err := d.API(s).Sync(ctx)
+	sync, err := kp.Sync(ctx)
 	now := d.Now()
+	if !obs.ReadAt.IsZero() && obs.ReadAt.Before(now) {
+		now = obs.ReadAt
+	}
 	for _, pp := range p.Ports {
 		if len(pp.Problems) == 0 {
 			continue

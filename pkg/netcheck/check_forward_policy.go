@@ -69,7 +69,8 @@ func ForwardPolicy(d kubeproxy.KubeProxyDeps, ranges PodRanges) check.Definition
 			if len(pods) == 0 {
 				return nil, check.NotApplicable("the pod ranges of this node are not known (no spec.podCIDRs on the Node, no clusterCIDR from kube-proxy, no host-local ranges in the CNI config, no pod IPs from the runtime, and no podCIDRs setting)")
 			}
-			if d.IPTables == nil {
+			snap := d.Snapshot()
+			if !snap.HasIPTables() {
 				return nil, check.NotApplicable("no iptables-save available")
 			}
 			svcs := parsePrefixes(s.ServiceCIDRs)
@@ -77,18 +78,21 @@ func ForwardPolicy(d kubeproxy.KubeProxyDeps, ranges PodRanges) check.Definition
 				svcs = clusterIPPrefixes(d.Services)
 			}
 			be := dataplane.BackendNFT
-			t := &dataplane.IPTables{Tables: map[string]*dataplane.IPTTable{}}
-			if err := d.IPTables.Save(ctx, be, false, "filter", t); err != nil {
+			r, err := snap.IPTables(ctx, be, false)
+			if err != nil {
 				return nil, err
 			}
+			if r.FilterErr != nil {
+				return nil, r.FilterErr
+			}
+			filter := r.Filter
 			// kube-proxy's backend if it is legacy.
-			if t.Table("filter").Chain("KUBE-FORWARD") == nil {
-				lt := &dataplane.IPTables{Tables: map[string]*dataplane.IPTTable{}}
-				if err := d.IPTables.Save(ctx, dataplane.BackendLegacy, false, "filter", lt); err == nil && lt.Table("filter").Chain("KUBE-FORWARD") != nil {
-					t, be = lt, dataplane.BackendLegacy
+			if filter.Chain("KUBE-FORWARD") == nil {
+				if lr, err := snap.IPTables(ctx, dataplane.BackendLegacy, false); err == nil && lr.FilterErr == nil && lr.Filter.Chain("KUBE-FORWARD") != nil {
+					filter, be = lr.Filter, dataplane.BackendLegacy
 				}
 			}
-			return forwardFindings(t.Table("filter"), be, pods, svcs), nil
+			return forwardFindings(filter, be, pods, svcs), nil
 		}),
 	}
 }

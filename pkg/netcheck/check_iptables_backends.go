@@ -28,27 +28,26 @@ func IPTablesBackends(d kubeproxy.KubeProxyDeps) check.Definition {
 		Timeout:     30 * time.Second,
 		Conditions:  []string{check.ConditionKubeProxyRules},
 		Check: check.Func(func(ctx context.Context) ([]check.Finding, error) {
-			if d.IPTables == nil {
+			snap := d.Snapshot()
+			if !snap.HasIPTables() {
 				return nil, check.NotApplicable("no iptables-save available")
 			}
 			counts := map[string]int{}
 			examples := map[string][]string{}
 			for _, be := range []string{dataplane.BackendNFT, dataplane.BackendLegacy} {
-				t := &dataplane.IPTables{Tables: map[string]*dataplane.IPTTable{}, ChainsOnly: true}
-				for _, table := range []string{"nat", "filter", "mangle"} {
-					if err := d.IPTables.Save(ctx, be, false, table, t); err != nil {
-						if be == dataplane.BackendLegacy && errors.Is(err, exec.ErrNotFound) {
-							break // legacy tools missing: nothing can be there
-						}
-						if be == dataplane.BackendLegacy {
-							// Not reading it would hide chains there; in a
-							// container this needs CAP_NET_RAW.
-							return nil, fmt.Errorf("reading the legacy iptables backend: %w", err)
-						}
-						return nil, err
+				tables, err := backendChains(ctx, snap, be)
+				if err != nil {
+					if be == dataplane.BackendLegacy && errors.Is(err, exec.ErrNotFound) {
+						continue // legacy tools missing: nothing can be there
 					}
+					if be == dataplane.BackendLegacy {
+						// Not reading it would hide chains there; in a
+						// container this needs CAP_NET_RAW.
+						return nil, fmt.Errorf("reading the legacy iptables backend: %w", err)
+					}
+					return nil, err
 				}
-				for _, tb := range t.Tables {
+				for _, tb := range tables {
 					for _, c := range tb.Order {
 						if strings.HasPrefix(c, "KUBE-") {
 							counts[be]++
@@ -81,4 +80,21 @@ func IPTablesBackends(d kubeproxy.KubeProxyDeps) check.Definition {
 			return []check.Finding{f}, nil
 		}),
 	}
+}
+
+// backendChains is a backend's IPv4 nat, filter and mangle tables from the
+// snapshot (their chains are what the check reads), or the first read error.
+func backendChains(ctx context.Context, snap *kubeproxy.Snapshot, be string) ([]*dataplane.IPTTable, error) {
+	r, err := snap.IPTables(ctx, be, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.Err(); err != nil {
+		return nil, err
+	}
+	mangle, err := snap.Mangle(ctx, be)
+	if err != nil {
+		return nil, err
+	}
+	return []*dataplane.IPTTable{r.NAT, r.Filter, mangle}, nil
 }

@@ -54,10 +54,11 @@ func KubeProxyHealth(d kubeproxy.KubeProxyDeps) check.Definition {
 			sync, serr := kp.Sync(ctx)
 			if herr != nil && serr != nil {
 				obs := &kubeproxy.Observed{Progs: map[bool]*kubeproxy.Programmed{}}
-				if err := kubeproxy.ReadNFT(ctx, d, obs); err != nil {
+				snap := d.Snapshot()
+				if err := kubeproxy.ReadNFT(ctx, snap, obs); err != nil {
 					return nil, err
 				}
-				found, err := kubeproxy.ReadIPT(ctx, d, obs)
+				found, err := kubeproxy.ReadIPT(ctx, snap, obs)
 				if err != nil {
 					return nil, err
 				}

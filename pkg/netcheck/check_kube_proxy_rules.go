@@ -130,7 +130,12 @@ func kubeProxyRulesRun(ctx context.Context, d kubeproxy.KubeProxyDeps, s *kubepr
 	if ks, err := kp.Sync(ctx); err == nil {
 		sync = &ks
 	}
+	// Judged as of the read: a shared snapshot may be a few seconds old,
+	// and kube-proxy may have synced since.
 	now := d.Now()
+	if !obs.ReadAt.IsZero() && obs.ReadAt.Before(now) {
+		now = obs.ReadAt
+	}
 	var all []kubeproxy.Discrepancy
 	verified, noEP := 0, 0
 	rules, unverifiable, unknown, example := 0, 0, 0, ""
