@@ -205,9 +205,8 @@ func (g *globals) buildSources(s *setup) {
 	s.deps = checks.Deps{
 		Services: informers,
 		Node:     informers,
-		Dataplane: kubeproxy.NewSource(dataplane.Readers{IPTables: iptablesReader(s.cfg.DataplaneReader), NFT: nftReader(s.cfg.DataplaneReader)},
+		Dataplane: kubeproxy.NewSource(dataplane.Readers{IPTables: iptablesReader(s.cfg.DataplaneReader), NFT: nftReader(s.cfg.DataplaneReader), IPVS: dataplane.MobyIPVS{}},
 			dataplane.SourceOptions{Metrics: s.dataplaneMetrics}),
-		IPVS:      dataplane.MobyIPVS{},
 		HostFS:    s.hostFS,
 		Bridges:   netcheck.NetlinkBridges{NS: -1},
 		Routes:    netcheck.NetlinkRoutes{NS: -1},

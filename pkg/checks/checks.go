@@ -45,12 +45,10 @@ type Deps struct {
 	// Services lists Services and EndpointSlices from the shared informers;
 	// without a cluster its reads say why.
 	Services kubeproxy.ServiceLister
-	// Dataplane is the one snapshot source of the packet-filter tables
-	// every network check reads (nil: none); IPVS and KubeProxy read the
-	// rest of kube-proxy's data plane (nil: none / HTTP to the configured
-	// addresses).
+	// Dataplane is the one snapshot source of the packet-filter tables and
+	// IPVS that every network check reads (nil: none); KubeProxy is
+	// kube-proxy's HTTP API (nil: HTTP to the configured addresses).
 	Dataplane *kubeproxy.Source
-	IPVS      dataplane.IPVSLister
 	KubeProxy kubeproxy.KubeProxyAPI
 	// Node reads this node's Lease and Node for the kubelet check; nil
 	// without a cluster.
@@ -62,7 +60,7 @@ func (d Deps) kubeProxy() kubeproxy.KubeProxyDeps {
 	if tables == nil {
 		tables = kubeproxy.NewSource(dataplane.Readers{}, dataplane.SourceOptions{})
 	}
-	return kubeproxy.KubeProxyDeps{Services: d.Services, Tables: tables, IPVS: d.IPVS, KubeProxy: d.KubeProxy, Clock: d.Clock}
+	return kubeproxy.KubeProxyDeps{Services: d.Services, Tables: tables, KubeProxy: d.KubeProxy, Clock: d.Clock}
 }
 
 // podRanges finds this node's pod ranges in the Node, kube-proxy's

@@ -207,3 +207,36 @@ func ipBytes(ip net.IP) net.IP {
 	}
 	return ip
 }
+
+// IPVSState is what kube-proxy's IPVS mode programs, as read.
+type IPVSState struct {
+	Virtual []IPVSVirtual
+	// Dummy holds kube-ipvs0's addresses; DummyRead says they were read,
+	// DummyExist that the interface exists.
+	Dummy                 []string
+	DummyRead, DummyExist bool
+	// IPSets is nil when they were not read.
+	IPSets map[string]IPSet
+}
+
+// ReadIPVS reads the virtual servers, and kube-ipvs0 and the ipsets when
+// the lister can.
+func ReadIPVS(ctx context.Context, l IPVSLister) (*IPVSState, error) {
+	vs, err := l.Services(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n := &IPVSState{Virtual: vs}
+	if dl, ok := l.(IPVSDummyLister); ok {
+		if n.Dummy, n.DummyExist, err = dl.DummyAddrs(ctx); err != nil {
+			return nil, err
+		}
+		n.DummyRead = true
+	}
+	if sl, ok := l.(IPSetLister); ok {
+		if n.IPSets, err = sl.IPSets(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}

@@ -16,6 +16,7 @@ import (
 type Readers struct {
 	IPTables IPTablesSaver
 	NFT      NFTLister
+	IPVS     IPVSLister
 }
 
 // RuleSink keeps, from one backend and family's nat and filter rules as
@@ -86,7 +87,7 @@ func (s *Source[P]) Snapshot() *Snapshot[P] {
 	defer s.mu.Unlock()
 	if s.last == nil || s.opts.Clock.Since(s.last.Time) >= s.opts.MaxAge {
 		snap := &Snapshot[P]{Time: s.opts.Clock.Now(), src: s,
-			ipt: map[iptKey]*unit[*IPTRead[P]]{}, mangle: map[string]*unit[*IPTTable]{}, nft: map[bool]*unit[nftRead[P]]{}}
+			ipt: map[iptKey]*unit[*IPTRead[P]]{}, mangle: map[string]*unit[*IPTTable]{}, nft: map[bool]*unit[nftRead[P]]{}, ipvs: map[bool]*unit[*IPVSState]{}}
 		s.last = snap
 		// Between rounds nothing holds the tables' compact view (at
 		// 10,000 Services about 11 MiB).
@@ -121,6 +122,7 @@ type Snapshot[P any] struct {
 	ipt    map[iptKey]*unit[*IPTRead[P]]
 	mangle map[string]*unit[*IPTTable]
 	nft    map[bool]*unit[nftRead[P]]
+	ipvs   map[bool]*unit[*IPVSState] // one key: load wants a map
 }
 
 // IPTRead is one backend and family's nat and filter tables.
@@ -165,6 +167,18 @@ func (s *Snapshot[P]) HasIPTables() bool { return s.src.r.IPTables != nil }
 
 // HasNFT says an nftables reader is configured.
 func (s *Snapshot[P]) HasNFT() bool { return s.src.r.NFT != nil }
+
+// HasIPVS says an IPVS reader is configured.
+func (s *Snapshot[P]) HasIPVS() bool { return s.src.r.IPVS != nil }
+
+// IPVS returns the virtual servers, and kube-ipvs0 and the ipsets where
+// the lister reads them.
+func (s *Snapshot[P]) IPVS(ctx context.Context) (*IPVSState, error) {
+	return load(ctx, s, s.ipvs, true, func(ctx context.Context) (*IPVSState, error) {
+		s.src.opts.Metrics.read("ipvs", "all", "ipvs")
+		return ReadIPVS(ctx, s.src.r.IPVS)
+	})
+}
 
 // IPTables returns the nat and filter tables of one iptables backend and
 // family. The error is only the caller's context ending while it waited;
@@ -291,7 +305,7 @@ type Metrics struct {
 // NewMetrics returns the read counters.
 func NewMetrics() *Metrics {
 	return &Metrics{reads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "node_doctor_dataplane_table_reads_total",
-		Help: "Packet-filter table reads, by backend (nft, legacy: iptables; nftables), family (ip, ip6) and table; one per table per round, shared by the network checks."},
+		Help: "Packet-filter table reads, by backend (nft, legacy: iptables; nftables; ipvs), family (ip, ip6; all for ipvs) and table; one per table per round, shared by the network checks."},
 		[]string{"backend", "family", "table"})}
 }
 

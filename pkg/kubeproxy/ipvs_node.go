@@ -35,23 +35,18 @@ type IPVSNode struct {
 // readIPVS reads the virtual servers, and kube-ipvs0 and the ipsets when the
 // lister can.
 func readIPVS(ctx context.Context, l dataplane.IPVSLister) (map[bool]*Programmed, *IPVSNode, error) {
-	vs, err := l.Services(ctx)
+	st, err := dataplane.ReadIPVS(ctx, l)
 	if err != nil {
 		return nil, nil, err
 	}
-	n := &IPVSNode{Virtual: vs}
-	if dl, ok := l.(dataplane.IPVSDummyLister); ok {
-		if n.Dummy, n.DummyExist, err = dl.DummyAddrs(ctx); err != nil {
-			return nil, nil, err
-		}
-		n.DummyRead = true
-	}
-	if sl, ok := l.(dataplane.IPSetLister); ok {
-		if n.IPSets, err = sl.IPSets(ctx); err != nil {
-			return nil, nil, err
-		}
-	}
-	return ProgrammedFromIPVS(vs), n, nil
+	p, n := fromIPVS(st)
+	return p, n, nil
+}
+
+// fromIPVS is the comparison's view of an IPVS read.
+func fromIPVS(st *dataplane.IPVSState) (map[bool]*Programmed, *IPVSNode) {
+	n := &IPVSNode{Virtual: st.Virtual, Dummy: st.Dummy, DummyRead: st.DummyRead, DummyExist: st.DummyExist, IPSets: st.IPSets}
+	return ProgrammedFromIPVS(st.Virtual), n
 }
 
 // ipsetName is kube-proxy's set name for a family: its IPv6 proxier puts

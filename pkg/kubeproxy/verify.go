@@ -67,7 +67,7 @@ type KubeProxyDeps struct {
 	NFT      dataplane.NFTLister
 	IPVS     dataplane.IPVSLister
 	// Tables is the shared snapshot source; nil: each Snapshot call reads
-	// afresh through IPTables and NFT (explain, tests).
+	// afresh through IPTables, NFT and IPVS (explain, tests).
 	Tables *Source
 	// KubeProxy nil means HTTP to the addresses in the settings.
 	KubeProxy KubeProxyAPI
@@ -84,7 +84,7 @@ func (d KubeProxyDeps) Snapshot() *Snapshot {
 	if d.Clock != nil {
 		c = d.Clock
 	}
-	return NewSource(dataplane.Readers{IPTables: d.IPTables, NFT: d.NFT}, dataplane.SourceOptions{Clock: c}).Snapshot()
+	return NewSource(dataplane.Readers{IPTables: d.IPTables, NFT: d.NFT, IPVS: d.IPVS}, dataplane.SourceOptions{Clock: c}).Snapshot()
 }
 
 // API is the kube-proxy client: KubeProxy, or HTTP to the settings' addresses.
@@ -150,14 +150,15 @@ func ReadProgrammed(ctx context.Context, d KubeProxyDeps, s *KubeProxySettings, 
 		obs.Mode = mode
 		return obs, nil
 	case "ipvs":
-		if d.IPVS == nil {
+		if !snap.HasIPVS() {
 			return nil, check.NotApplicable("kube-proxy runs in IPVS mode and node-doctor was built without an IPVS reader")
 		}
-		obs.ReadAt = d.Now()
-		p, n, err := readIPVS(ctx, d.IPVS)
+		obs.ReadAt = snap.Time
+		st, err := snap.IPVS(ctx)
 		if err != nil {
 			return nil, err
 		}
+		p, n := fromIPVS(st)
 		if n != nil {
 			// Unknown (an older kube-proxy, or no answer): expect kube-proxy's default.
 			n.NodePortAddresses, _ = kp.NodePortAddresses(ctx)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/fstest"
@@ -46,6 +47,17 @@ func (c *countingReaders) Save(ctx context.Context, backend string, v6 bool, tab
 func (c *countingReaders) ListTable(ctx context.Context, family, table string, into *dataplane.NFTTable) (bool, error) {
 	c.count("nftables", family, table)
 	return c.nft.ListTable(ctx, family, table, into)
+}
+
+// countingIPVS counts IPVS reads; kube-ipvs0 and the ipsets come with it.
+type countingIPVS struct {
+	*fakeIPVSNode
+	c *countingReaders
+}
+
+func (i countingIPVS) Services(ctx context.Context) ([]dataplane.IPVSVirtual, error) {
+	i.c.count("ipvs", "all", "ipvs")
+	return i.fakeIPVSNode.Services(ctx)
 }
 
 func ipFamily(v6 bool) string {
@@ -93,23 +105,31 @@ func TestOneTableReadPerRound(t *testing.T) {
 			"legacy/ip/filter", "legacy/ip/mangle", "legacy/ip/nat",
 			"nft/ip/filter", "nft/ip/mangle", "nft/ip/nat", "nft/ip6/filter", "nft/ip6/nat",
 			"nftables/ip/kube-proxy", "nftables/ip6/kube-proxy"}},
+		{"IPVS mode", fakeKP{mode: "ipvs", sync: settledSync(now.Add(-time.Minute))}, []string{
+			"ipvs/all/ipvs", "legacy/ip/filter", "legacy/ip/mangle", "legacy/ip/nat",
+			"nft/ip/filter", "nft/ip/mangle", "nft/ip/nat"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &countingReaders{ipt: fakeSaver{"nft/nat": nat, "nft/filter": filter}, nft: fakeNFT{}, n: map[string]int{}}
 			m := dataplane.NewMetrics()
 			clk := clocktesting.NewFakeClock(now)
-			src := kubeproxy.NewSource(dataplane.Readers{IPTables: r, NFT: r}, dataplane.SourceOptions{Clock: clk, Metrics: m})
+			src := kubeproxy.NewSource(dataplane.Readers{IPTables: r, NFT: r, IPVS: countingIPVS{kubeProxyIPVSState(), r}}, dataplane.SourceOptions{Clock: clk, Metrics: m})
 			d := kubeproxy.KubeProxyDeps{Services: fakeLister{svcs: svcs, eps: eps, node: node}, Tables: src, KubeProxy: tc.kp, Clock: clk}
 			defs := networkChecks(d, kl)
 			results := make([]error, len(defs))
+			findings := make([][]check.Finding, len(defs))
 			var wg sync.WaitGroup
 			for i := range defs {
-				wg.Go(func() { _, results[i] = defs[i].Check.Run(context.Background()) })
+				wg.Go(func() { findings[i], results[i] = defs[i].Check.Run(context.Background()) })
 			}
 			wg.Wait()
 			for i, err := range results {
 				if name := defs[i].Name; slices.Contains([]string{"kube-proxy-rules", "iptables-backends", "forward-policy", "cluster-dns"}, name) && err != nil {
 					t.Errorf("%s: %v", name, err)
+				}
+				// cluster-dns verified the DNS Service's rules from the same reads.
+				if defs[i].Name == "cluster-dns" && (len(findings[i]) != 1 || !strings.Contains(findings[i][0].Message, "rules on this node verified")) {
+					t.Errorf("cluster-dns: %+v", findings[i])
 				}
 			}
 			if got := slices.Sorted(maps.Keys(r.n)); !slices.Equal(got, tc.want) {
