@@ -313,6 +313,9 @@ func dnsServiceRules(ctx context.Context, d kubeproxy.KubeProxyDeps, svc *corev1
 		return nil, "its rules on this node not verified: " + err.Error()
 	}
 	p := kubeproxy.VerifyService(obs, svc, mine, node, name)
+	if len(p.Ports) == 0 {
+		return nil, "its rules on this node not verified: kube-proxy programs none of its ports (another service proxy implements it)"
+	}
 	if !p.Broken() {
 		return nil, "its " + p.Mode + " rules on this node verified"
 	}
