@@ -444,6 +444,9 @@ func VerifyService(obs *Observed, svc *corev1.Service, slices_ []*discoveryv1.En
 				ServicePort: d.Port, Changed: d.Changed, Problems: portProblems(d, disc)})
 		}
 	}
+	slices.SortStableFunc(out.Ports, func(a, b PortPath) int {
+		return strings.Compare(a.Family+a.Port+a.Protocol, b.Family+b.Port+b.Protocol)
+	})
 	return out
 }
 

@@ -1,14 +1,15 @@
 package kubeproxy
 
 import (
-	"github.com/node-doctor/node-doctor/pkg/dataplane"
-
 	"context"
+	"reflect"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/node-doctor/node-doctor/pkg/dataplane"
 )
 
 func explainFixture(t *testing.T, api, ns, name, port string, d KubeProxyDeps) (*ServicePath, error) {
@@ -204,5 +205,54 @@ func TestExplainServiceRefuses(t *testing.T) {
 	}
 	if _, err := explainFixture(t, "api-iptables.json", "dp", "web", "", iptDeps("nftables", nat, filter)); err == nil || !strings.Contains(err.Error(), "nftables mode but none") {
 		t.Errorf("wrong mode: %v", err)
+	}
+}
+
+// VerifyService, on the snapshot's compact view, finds exactly the
+// problems ExplainService finds walking the rules: cluster-dns uses the one,
+// explain service the other.
+func TestVerifyServiceMatchesExplain(t *testing.T) {
+	nat, filter := string(readKP(t, "iptables-nft-nat.txt")), string(readKP(t, "iptables-nft-filter.txt"))
+	noJump := strings.Replace(nat, "-A KUBE-SERVICES -d 10.96.77.115/32 -p tcp -m comment --comment \"dp/web:http cluster IP\" -m tcp --dport 80 -j KUBE-SVC-IFGUBRKS5UGRVAEJ\n", "", 1)
+	nftDeps := KubeProxyDeps{NFT: fakeNFT{"ip": readKP(t, "nft-ip-kube-proxy.json")}, KubeProxy: fakeKP{mode: "nftables"}}
+	for _, tc := range []struct {
+		name, api, svc string
+		d              KubeProxyDeps
+		broken         bool
+	}{
+		{"iptables healthy", "api-iptables.json", "web", iptDeps("iptables", nat, filter), false},
+		{"iptables stale endpoint", "api-iptables-after-delete.json", "web", iptDeps("iptables", nat, filter), true},
+		{"iptables ClusterIP rule missing", "api-iptables.json", "web", iptDeps("iptables", noJump, filter), true},
+		{"iptables no endpoints", "api-iptables.json", "empty", iptDeps("iptables", nat, filter), true},
+		{"iptables NodePort", "api-iptables.json", "np-local", iptDeps("iptables", nat, filter), false},
+		{"nftables", "api-nftables.json", "web", nftDeps, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want, err := explainFixture(t, tc.api, "dp", tc.svc, "", tc.d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			svcs, eps := loadAPI(t, tc.api)
+			var svc *corev1.Service
+			for _, s := range svcs {
+				if s.Namespace == "dp" && s.Name == tc.svc {
+					svc = s
+				}
+			}
+			obs, err := ReadProgrammed(context.Background(), tc.d, DefaultKubeProxySettings(), tc.d.API(DefaultKubeProxySettings()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := VerifyService(obs, svc, eps, nil, "node-doctor-e2e")
+			if got.Broken() != tc.broken || want.Broken() != tc.broken || got.Mode != want.Mode || len(got.Ports) != len(want.Ports) {
+				t.Fatalf("verify: broken %v mode %s %d ports; explain: broken %v mode %s %d ports", got.Broken(), got.Mode, len(got.Ports), want.Broken(), want.Mode, len(want.Ports))
+			}
+			for i := range want.Ports {
+				g, w := got.Ports[i], want.Ports[i]
+				if g.Port != w.Port || g.Family != w.Family || !reflect.DeepEqual(g.Problems, w.Problems) {
+					t.Errorf("port %s/%s: verify %+v, explain %+v", w.Port, w.Family, g.Problems, w.Problems)
+				}
+			}
+		})
 	}
 }
