@@ -38,9 +38,10 @@ type Compactor[P any] interface {
 // SourceOptions tune a Source.
 type SourceOptions struct {
 	// MaxAge is how long a snapshot is reused: the checks of one round
-	// share it. Keep it below the shortest interval of the checks sharing it.
+	// (their tickers start together, so they run within a second or so of
+	// each other) share it, and a check running again gets a new one.
 	MaxAge time.Duration
-	// Deadline bounds one table read, whichever check started it.
+	// Deadline bounds one table read, however long its callers wait.
 	Deadline time.Duration
 	Clock    clock.PassiveClock
 	// Metrics, when set, counts the reads.
@@ -49,7 +50,7 @@ type SourceOptions struct {
 
 // Default Source options.
 const (
-	DefaultMaxAge = 30 * time.Second
+	DefaultMaxAge = 5 * time.Second
 	// DefaultDeadline stays inside kube-proxy-rules' 45s timeout.
 	DefaultDeadline = 40 * time.Second
 )
@@ -157,9 +158,11 @@ type nftRead[P any] struct {
 
 // unit is one shared read: done closes when v and err are set.
 type unit[T any] struct {
-	done chan struct{}
-	v    T
-	err  error
+	done    chan struct{}
+	v       T
+	err     error
+	waiters int // guarded by the snapshot's mu
+	cancel  context.CancelFunc
 }
 
 // HasIPTables says an iptables reader is configured.
@@ -271,9 +274,10 @@ func cloneRule(r IPTRule) IPTRule {
 }
 
 // load returns the unit's value, reading it once. The read runs on its own
-// context (bounded by Deadline) so a caller giving up does not fail it for
-// the others; every caller, the first included, waits for it or for its
-// own context.
+// context so a caller giving up does not fail it for the others; it ends
+// when the last caller waiting for it gives up (a hung reader lives no
+// longer than the checks that wanted it, and the next caller reads
+// afresh), or at Deadline.
 func load[P any, K comparable, T any](ctx context.Context, s *Snapshot[P], m map[K]*unit[T], key K, read func(context.Context) (T, error)) (T, error) {
 	s.mu.Lock()
 	u := m[key]
@@ -281,17 +285,29 @@ func load[P any, K comparable, T any](ctx context.Context, s *Snapshot[P], m map
 		u = &unit[T]{done: make(chan struct{})}
 		m[key] = u
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.src.opts.Deadline)
+		u.cancel = cancel
 		go func() {
 			defer cancel()
 			u.v, u.err = read(rctx)
 			close(u.done)
 		}()
 	}
+	u.waiters++
 	s.mu.Unlock()
 	select {
 	case <-u.done:
 		return u.v, u.err
 	case <-ctx.Done():
+		s.mu.Lock()
+		if u.waiters--; u.waiters == 0 && m[key] == u {
+			select {
+			case <-u.done:
+			default:
+				delete(m, key)
+				u.cancel()
+			}
+		}
+		s.mu.Unlock()
 		var zero T
 		return zero, fmt.Errorf("dataplane: wait for the table read: %w", ctx.Err())
 	}

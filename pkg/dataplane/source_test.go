@@ -25,8 +25,8 @@ func (ruleCount) FromNFT(t *NFTTable) int     { return len(t.Chains) }
 
 // slowSaver serves one nat and one filter rule, slowly, and counts reads.
 type slowSaver struct {
-	reads   atomic.Int32
-	release chan struct{}
+	reads, cancelled atomic.Int32
+	release          chan struct{}
 }
 
 func (s *slowSaver) Save(ctx context.Context, backend string, v6 bool, table string, into *IPTables) error {
@@ -34,6 +34,7 @@ func (s *slowSaver) Save(ctx context.Context, backend string, v6 bool, table str
 	select {
 	case <-s.release:
 	case <-ctx.Done():
+		s.cancelled.Add(1)
 		return ctx.Err()
 	}
 	return ParseIPTablesSaveInto(strings.NewReader("*"+table+"\n:KUBE-X - [0:0]\n-A KUBE-X -j RETURN\nCOMMIT\n"), into)
@@ -77,5 +78,30 @@ func TestSourceSharesOneReadPerRound(t *testing.T) {
 	_, _ = snap.IPTables(context.Background(), BackendNFT, false)
 	if n := sv.reads.Load(); n != 4 || !snap.Time.Equal(clk.Now()) {
 		t.Errorf("next round: %d reads, snapshot time %s", n, snap.Time)
+	}
+}
+
+// A read every caller gave up on is cancelled (a hung reader does not
+// outlive the checks that wanted it), and the next caller reads again.
+func TestSourceAbandonedReadIsCancelled(t *testing.T) {
+	sv := &slowSaver{release: make(chan struct{})} // never released
+	src := NewSource[int](Readers{IPTables: sv}, ruleCount{}, SourceOptions{})
+	snap := src.Snapshot()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := snap.IPTables(ctx, BackendNFT, false); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("caller that timed out: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for sv.cancelled.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if sv.cancelled.Load() == 0 {
+		t.Fatal("the abandoned read was not cancelled")
+	}
+	close(sv.release)
+	r, err := snap.IPTables(context.Background(), BackendNFT, false)
+	if err != nil || r.Err() != nil || r.Compact != 2 {
+		t.Fatalf("next caller: %v %+v", err, r)
 	}
 }
