@@ -5,10 +5,6 @@ import (
 
 	"context"
 
-	discoveryv1 "k8s.io/api/discovery/v1"
-
-	corev1 "k8s.io/api/core/v1"
-
 	"bytes"
 	"os"
 	"path/filepath"
@@ -44,18 +40,6 @@ func loadIPT(t testing.TB, files ...string) *dataplane.IPTables {
 	}
 	return ipt
 }
-
-type fakeLister struct {
-	svcs []*corev1.Service
-	eps  []*discoveryv1.EndpointSlice
-	node *corev1.Node
-	err  error
-}
-
-func (f fakeLister) Services() ([]*corev1.Service, error)                  { return f.svcs, f.err }
-func (f fakeLister) EndpointSlices() ([]*discoveryv1.EndpointSlice, error) { return f.eps, f.err }
-func (f fakeLister) Node() (*corev1.Node, error)                           { return f.node, f.err }
-func (f fakeLister) NodeName() string                                      { return "node-doctor-e2e" }
 
 // fakeSaver serves iptables-save text per backend/table.
 type fakeSaver map[string]string

@@ -1,15 +1,12 @@
 package netcheck
 
 import (
-	"bytes"
 	"encoding/json"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"os"
 	"path/filepath"
 	"testing"
-
-	"github.com/node-doctor/node-doctor/pkg/dataplane"
 )
 
 // kpData holds what the harness's API and kube-proxy answered; the rule
@@ -25,19 +22,6 @@ func readKP(t testing.TB, name string) []byte {
 	}
 	t.Fatalf("fixture %s not in %v", name, kpData)
 	return nil
-}
-
-func loadIPT(t testing.TB, files ...string) *dataplane.IPTables {
-	t.Helper()
-	var all []byte
-	for _, f := range files {
-		all = append(all, readKP(t, f)...)
-	}
-	ipt, err := dataplane.ParseIPTablesSave(bytes.NewReader(all))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ipt
 }
 
 // loadAPI reads `kubectl get svc,endpointslices -A -o json` as captured from
