@@ -19,8 +19,10 @@ import (
 	"github.com/node-doctor/node-doctor/pkg/checks"
 	"github.com/node-doctor/node-doctor/pkg/config"
 	"github.com/node-doctor/node-doctor/pkg/cri"
+	"github.com/node-doctor/node-doctor/pkg/dataplane"
 	"github.com/node-doctor/node-doctor/pkg/host"
 	"github.com/node-doctor/node-doctor/pkg/kube"
+	"github.com/node-doctor/node-doctor/pkg/kubeproxy"
 	"github.com/node-doctor/node-doctor/pkg/netcheck"
 )
 
@@ -129,6 +131,8 @@ type setup struct {
 	level *slog.LevelVar
 	// criMetrics describe the runtime and every CRI call.
 	criMetrics *cri.Metrics
+	// dataplaneMetrics count the packet-filter table reads.
+	dataplaneMetrics *dataplane.Metrics
 	// criClient and criSource are the runtime the checks read.
 	criClient *cri.Client
 	criSource *cri.Source
@@ -153,7 +157,7 @@ func (g *globals) setup(cf commandFlags, stderr io.Writer) (*setup, error) {
 	if fi, err := os.Stat(cfg.HostRoot); err != nil || !fi.IsDir() {
 		return fail(fmt.Errorf("host root %q is not a directory", cfg.HostRoot))
 	}
-	s := &setup{cfg: cfg, file: file, criMetrics: cri.NewMetrics(), informers: kube.NewInformers()}
+	s := &setup{cfg: cfg, file: file, criMetrics: cri.NewMetrics(), dataplaneMetrics: dataplane.NewMetrics(), informers: kube.NewInformers()}
 	s.log, s.level = newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
 	g.buildSources(s)
 	if err := g.buildChecks(s, cf); err != nil {
@@ -199,11 +203,10 @@ func (g *globals) buildSources(s *setup) {
 	informers := s.informers
 	criSource := s.criSource
 	s.deps = checks.Deps{
-		Services:  informers,
-		Node:      informers,
-		IPTables:  iptablesReader(s.cfg.DataplaneReader),
-		NFT:       nftReader(s.cfg.DataplaneReader),
-		IPVS:      netcheck.MobyIPVS{},
+		Services: informers,
+		Node:     informers,
+		Dataplane: kubeproxy.NewSource(dataplane.Readers{IPTables: iptablesReader(s.cfg.DataplaneReader), NFT: nftReader(s.cfg.DataplaneReader), IPVS: dataplane.MobyIPVS{}},
+			dataplane.SourceOptions{Metrics: s.dataplaneMetrics}),
 		HostFS:    s.hostFS,
 		Bridges:   netcheck.NetlinkBridges{NS: -1},
 		Routes:    netcheck.NetlinkRoutes{NS: -1},
@@ -218,19 +221,19 @@ func (g *globals) buildSources(s *setup) {
 
 // iptablesReader reads iptables as dataplane.reader says: the nft backend
 // over netlink (legacy always through iptables-legacy-save), or both by exec.
-func iptablesReader(reader string) netcheck.IPTablesSaver {
+func iptablesReader(reader string) dataplane.IPTablesSaver {
 	if reader == config.ReaderExec {
-		return netcheck.ExecIPTablesSaver{}
+		return dataplane.ExecIPTablesSaver{}
 	}
-	return netcheck.NetlinkIPTablesSaver{NS: -1, Fallback: netcheck.ExecIPTablesSaver{}}
+	return dataplane.NetlinkIPTablesSaver{NS: -1, Fallback: dataplane.ExecIPTablesSaver{}}
 }
 
 // nftReader reads kube-proxy's nftables tables as dataplane.reader says.
-func nftReader(reader string) netcheck.NFTLister {
+func nftReader(reader string) dataplane.NFTLister {
 	if reader == config.ReaderExec {
-		return netcheck.ExecNFT{}
+		return dataplane.ExecNFT{}
 	}
-	return netcheck.NetlinkNFT{NS: -1}
+	return dataplane.NetlinkNFT{NS: -1}
 }
 
 // buildChecks builds every check on s.deps, applies the file's check

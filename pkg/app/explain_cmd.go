@@ -14,9 +14,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/node-doctor/node-doctor/pkg/dataplane"
 	"github.com/node-doctor/node-doctor/pkg/explain"
 	"github.com/node-doctor/node-doctor/pkg/kube"
-	"github.com/node-doctor/node-doctor/pkg/netcheck"
+	"github.com/node-doctor/node-doctor/pkg/kubeproxy"
 )
 
 func newExplainCommand(g *globals) *cobra.Command {
@@ -95,8 +96,8 @@ or CAP_NET_ADMIN to read the rules.`,
 			if n, err := cs.Nodes().Get(ctx, node, metav1.GetOptions{}); err == nil {
 				nodeObj = n
 			}
-			deps := netcheck.KubeProxyDeps{IPTables: iptablesReader(s.cfg.DataplaneReader), NFT: nftReader(s.cfg.DataplaneReader), IPVS: netcheck.MobyIPVS{}}
-			path, err := netcheck.ExplainService(ctx, deps, kubeProxySettings(s), svc, slices, nodeObj, node, port)
+			deps := kubeproxy.KubeProxyDeps{IPTables: iptablesReader(s.cfg.DataplaneReader), NFT: nftReader(s.cfg.DataplaneReader), IPVS: dataplane.MobyIPVS{}}
+			path, err := kubeproxy.ExplainService(ctx, deps, kubeProxySettings(s), svc, slices, nodeObj, node, port)
 			if err != nil {
 				return fail(err)
 			}
@@ -175,9 +176,9 @@ func explainClient(s *setup) (kube.Interface, string, error) {
 
 // kubeProxySettings are the kube-proxy-rules check's settings from the
 // config (kube-proxy's addresses, a forced mode).
-func kubeProxySettings(s *setup) *netcheck.KubeProxySettings {
+func kubeProxySettings(s *setup) *kubeproxy.KubeProxySettings {
 	for _, d := range s.all {
-		if ks, ok := d.Settings.(*netcheck.KubeProxySettings); ok && d.Name == "kube-proxy-rules" {
+		if ks, ok := d.Settings.(*kubeproxy.KubeProxySettings); ok && d.Name == "kube-proxy-rules" {
 			return ks
 		}
 	}

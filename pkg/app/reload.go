@@ -124,7 +124,7 @@ func (r *reloader) apply(ctx context.Context, log *slog.Logger) error {
 		log.Warn("config change needs a restart; not applied", "keys", pending)
 	}
 	ns := &setup{cfg: cfg, file: file, deps: old.deps, log: old.log, level: old.level,
-		criMetrics: old.criMetrics, criClient: old.criClient, criSource: old.criSource, informers: old.informers,
+		criMetrics: old.criMetrics, dataplaneMetrics: old.dataplaneMetrics, criClient: old.criClient, criSource: old.criSource, informers: old.informers,
 		hostFS: old.hostFS, noKube: old.noKube}
 	if err := r.g.buildChecks(ns, r.rf); err != nil {
 		return err

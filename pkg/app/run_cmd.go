@@ -107,7 +107,7 @@ Stops cleanly on SIGINT or SIGTERM.`,
 			v, rev := version.Get()
 			s.log.Info("starting node-doctor", "version", v, "revision", rev, "checks", len(s.defs), "host_root", s.cfg.HostRoot)
 			m := metrics.New(s.defs)
-			if err := m.RegisterCheckCollectors(s.defs, s.criMetrics); err != nil {
+			if err := m.RegisterCheckCollectors(s.defs, s.criMetrics, s.dataplaneMetrics); err != nil {
 				return &exitError{ExitFailure, err}
 			}
 			reporters := []check.Reporter{m}

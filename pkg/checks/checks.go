@@ -12,8 +12,10 @@ import (
 
 	"github.com/node-doctor/node-doctor/pkg/check"
 	"github.com/node-doctor/node-doctor/pkg/cri"
+	"github.com/node-doctor/node-doctor/pkg/dataplane"
 	"github.com/node-doctor/node-doctor/pkg/kernel"
 	"github.com/node-doctor/node-doctor/pkg/kubelet"
+	"github.com/node-doctor/node-doctor/pkg/kubeproxy"
 	"github.com/node-doctor/node-doctor/pkg/netcheck"
 	"github.com/node-doctor/node-doctor/pkg/plugin"
 )
@@ -42,20 +44,23 @@ type Deps struct {
 	APIPods cri.Pods
 	// Services lists Services and EndpointSlices from the shared informers;
 	// without a cluster its reads say why.
-	Services netcheck.ServiceLister
-	// IPTables, NFT, IPVS and KubeProxy read kube-proxy's data plane; nil
-	// IPVS/KubeProxy: none / HTTP to the configured addresses.
-	IPTables  netcheck.IPTablesSaver
-	NFT       netcheck.NFTLister
-	IPVS      netcheck.IPVSLister
-	KubeProxy netcheck.KubeProxyAPI
+	Services kubeproxy.ServiceLister
+	// Dataplane is the one snapshot source of the packet-filter tables and
+	// IPVS that every network check reads (nil: none); KubeProxy is
+	// kube-proxy's HTTP API (nil: HTTP to the configured addresses).
+	Dataplane *kubeproxy.Source
+	KubeProxy kubeproxy.KubeProxyAPI
 	// Node reads this node's Lease and Node for the kubelet check; nil
 	// without a cluster.
 	Node kubelet.API
 }
 
-func (d Deps) kubeProxy() netcheck.KubeProxyDeps {
-	return netcheck.KubeProxyDeps{Services: d.Services, IPTables: d.IPTables, NFT: d.NFT, IPVS: d.IPVS, KubeProxy: d.KubeProxy, Clock: d.Clock}
+func (d Deps) kubeProxy() kubeproxy.KubeProxyDeps {
+	tables := d.Dataplane
+	if tables == nil {
+		tables = kubeproxy.NewSource(dataplane.Readers{}, dataplane.SourceOptions{})
+	}
+	return kubeproxy.KubeProxyDeps{Services: d.Services, Tables: tables, KubeProxy: d.KubeProxy, Clock: d.Clock}
 }
 
 // podRanges finds this node's pod ranges in the Node, kube-proxy's
@@ -64,7 +69,7 @@ func (d Deps) kubeProxy() netcheck.KubeProxyDeps {
 func (d Deps) podRanges() netcheck.PodRanges {
 	kp := d.KubeProxy
 	if kp == nil {
-		kp = netcheck.KubeProxyHTTP{MetricsURL: "http://127.0.0.1:10249"}
+		kp = kubeproxy.KubeProxyHTTP{MetricsURL: "http://127.0.0.1:10249"}
 	}
 	src := netcheck.PodRangeSources{Node: d.Services, KubeProxy: kp, FS: d.HostFS}
 	if d.CRI != nil {

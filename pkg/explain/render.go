@@ -14,7 +14,7 @@ import (
 
 	"github.com/node-doctor/node-doctor/pkg/check"
 	"github.com/node-doctor/node-doctor/pkg/cri"
-	"github.com/node-doctor/node-doctor/pkg/netcheck"
+	"github.com/node-doctor/node-doctor/pkg/kubeproxy"
 	"github.com/node-doctor/node-doctor/pkg/report"
 )
 
@@ -36,15 +36,15 @@ func WriteYAML(w io.Writer, v any) error {
 }
 
 var hopStatus = map[string]check.Status{
-	netcheck.HopOK:      check.StatusOK,
-	netcheck.HopMissing: check.StatusProblem,
-	netcheck.HopStale:   check.StatusProblem,
-	netcheck.HopWrong:   check.StatusProblem,
+	kubeproxy.HopOK:      check.StatusOK,
+	kubeproxy.HopMissing: check.StatusProblem,
+	kubeproxy.HopStale:   check.StatusProblem,
+	kubeproxy.HopWrong:   check.StatusProblem,
 }
 
 // WriteServicePath writes one Service's path on this node, hop by hop, as a
 // person reads `iptables-save | grep` with the answers written in.
-func WriteServicePath(w io.Writer, p *netcheck.ServicePath, color bool) error {
+func WriteServicePath(w io.Writer, p *kubeproxy.ServicePath, color bool) error {
 	mode := p.Mode + " mode"
 	if p.Backend != "" {
 		mode += ", iptables-" + p.Backend + " backend"
@@ -59,7 +59,7 @@ func WriteServicePath(w io.Writer, p *netcheck.ServicePath, color bool) error {
 			st = check.StatusWarning
 		}
 		l := "ok"
-		if s != netcheck.HopOK {
+		if s != kubeproxy.HopOK {
 			l = strings.ToUpper(s)
 		}
 		return report.Colored(st, l, color)

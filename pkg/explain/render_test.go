@@ -8,17 +8,17 @@ import (
 
 	"github.com/node-doctor/node-doctor/pkg/check"
 	"github.com/node-doctor/node-doctor/pkg/cri"
-	"github.com/node-doctor/node-doctor/pkg/netcheck"
+	"github.com/node-doctor/node-doctor/pkg/kubeproxy"
 )
 
 func TestWriteServicePath(t *testing.T) {
-	p := &netcheck.ServicePath{Service: "dp/web", Node: "n1", Mode: "iptables", Backend: "nft", Ports: []netcheck.PortPath{{
+	p := &kubeproxy.ServicePath{Service: "dp/web", Node: "n1", Mode: "iptables", Backend: "nft", Ports: []kubeproxy.PortPath{{
 		Port: "dp/web:http", Protocol: "TCP", Family: "IPv4", ClusterIP: "10.96.0.5", ServicePort: 80, Endpoints: []string{"10.244.0.2:8080"},
-		Hops: []netcheck.Hop{
-			{Status: netcheck.HopOK, Where: "nat KUBE-SERVICES", Rule: "-A KUBE-SERVICES -d 10.96.0.5/32 -j KUBE-SVC-X"},
-			{Status: netcheck.HopMissing, Where: "expected", Rule: "KUBE-SVC-X DNAT to 10.244.0.2:8080", Note: "a ready endpoint gets no traffic"},
+		Hops: []kubeproxy.Hop{
+			{Status: kubeproxy.HopOK, Where: "nat KUBE-SERVICES", Rule: "-A KUBE-SERVICES -d 10.96.0.5/32 -j KUBE-SVC-X"},
+			{Status: kubeproxy.HopMissing, Where: "expected", Rule: "KUBE-SVC-X DNAT to 10.244.0.2:8080", Note: "a ready endpoint gets no traffic"},
 		},
-		Problems: []netcheck.PathProblem{{Reason: "EndpointMissing", Message: "a ready endpoint gets no traffic", Expected: "x", Actual: "y", Fix: "restart kube-proxy"}},
+		Problems: []kubeproxy.PathProblem{{Reason: "EndpointMissing", Message: "a ready endpoint gets no traffic", Expected: "x", Actual: "y", Fix: "restart kube-proxy"}},
 	}}}
 	var b bytes.Buffer
 	if err := WriteServicePath(&b, p, false); err != nil {

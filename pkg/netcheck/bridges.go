@@ -1,6 +1,6 @@
 // Package netcheck holds node-doctor's network checks: the node's forwarding
-// sysctls, bridge netfilter and hairpin mode, and (later) kube-proxy's data
-// plane.
+// sysctls, bridge netfilter and hairpin mode, routes, conntrack, cluster DNS and
+// kube-proxy (its rules through pkg/kubeproxy, read by pkg/dataplane).
 package netcheck
 
 import (

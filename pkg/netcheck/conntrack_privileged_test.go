@@ -1,6 +1,8 @@
 package netcheck
 
 import (
+	"github.com/node-doctor/node-doctor/pkg/dataplane"
+
 	"context"
 	"encoding/hex"
 	"errors"
@@ -195,7 +197,7 @@ node_doctor_conntrack_stats_source{source="procfs"} 0
 func TestPrivilegedCtnetlinkNeedsNetAdmin(t *testing.T) {
 	if os.Getenv("ND_CTNETLINK_CHILD") != "" {
 		_, err := Ctnetlink{NS: -1}.Stats(context.Background())
-		_, err2 := MobyIPVS{}.IPSets(context.Background())
+		_, err2 := dataplane.MobyIPVS{}.IPSets(context.Background())
 		for _, e := range []error{err, err2} {
 			if errors.Is(e, syscall.EPERM) {
 				fmt.Println("RESULT EPERM")

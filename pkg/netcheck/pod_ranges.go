@@ -1,6 +1,8 @@
 package netcheck
 
 import (
+	"github.com/node-doctor/node-doctor/pkg/kubeproxy"
+
 	"context"
 	"errors"
 	"fmt"
@@ -64,8 +66,8 @@ type ClusterCIDRs interface {
 // a node whose IPAM does not fill spec.podCIDRs still has ranges. Each
 // field may be nil.
 type PodRangeSources struct {
-	Node      ServiceLister
-	KubeProxy KubeProxyAPI
+	Node      kubeproxy.ServiceLister
+	KubeProxy kubeproxy.KubeProxyAPI
 	// FS is the node's root, CNIConfDir where the runtime reads CNI config
 	// (nil or "": DefaultCNIConfDir; an error: the runtime did not say).
 	FS         fs.FS

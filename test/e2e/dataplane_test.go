@@ -20,7 +20,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/node-doctor/node-doctor/pkg/netcheck"
+	"github.com/node-doctor/node-doctor/pkg/dataplane"
+	"github.com/node-doctor/node-doctor/pkg/kubeproxy"
 	ndreport "github.com/node-doctor/node-doctor/pkg/report"
 	"github.com/node-doctor/node-doctor/test/harness"
 )
@@ -33,7 +34,7 @@ func TestDataplane(t *testing.T) {
 	harness.RequireRoot(t)
 	agent := buildAgent(t)
 	for _, mode := range []string{"iptables", "nftables"} {
-		t.Run(mode, func(t *testing.T) { dataplane(t, mode, agent) })
+		t.Run(mode, func(t *testing.T) { runDataplane(t, mode, agent) })
 	}
 }
 
@@ -85,7 +86,7 @@ func (a dpAgent) output(ctx context.Context, t *testing.T, format string) []byte
 
 // servicesSection asserts the report's services section (JSON and table)
 // names the broken service port with the reason and the expected rule.
-func (a dpAgent) servicesSection(ctx context.Context, t *testing.T, svc netcheck.ServicePortName, reason, expected string) {
+func (a dpAgent) servicesSection(ctx context.Context, t *testing.T, svc kubeproxy.ServicePortName, reason, expected string) {
 	t.Helper()
 	rep := a.run(ctx, t)
 	if rep.Services == nil || len(rep.Services.Counts) == 0 {
@@ -172,7 +173,7 @@ func runStdin(t *testing.T, stdin, name string, args ...string) {
 	}
 }
 
-func dataplane(t *testing.T, mode, bin string) {
+func runDataplane(t *testing.T, mode, bin string) {
 	c := harness.StartT(t, harness.Options{ProxyMode: mode})
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
@@ -199,7 +200,7 @@ func dataplane(t *testing.T, mode, bin string) {
 	}); err != nil {
 		t.Fatalf("kube-proxy did not program %s/web", ns)
 	}
-	svc := netcheck.ServicePortName{Namespace: ns, Name: "web", Port: "http", Protocol: "tcp"}
+	svc := kubeproxy.ServicePortName{Namespace: ns, Name: "web", Port: "http", Protocol: "tcp"}
 
 	// Healthy: everything verifies clean.
 	ok := a.waitFor(ctx, t, "kube-proxy-rules", "RulesMatchAPI", true)
@@ -237,17 +238,17 @@ func readersAgree(ctx context.Context, t *testing.T) {
 		chains []string
 		rules  map[string][]string
 	}
-	read := func(s netcheck.IPTablesSaver, v6 bool, table string) (dump, int) {
+	read := func(s dataplane.IPTablesSaver, v6 bool, table string) (dump, int) {
 		d := dump{rules: map[string][]string{}}
 		undecoded := 0
-		into := &netcheck.IPTables{Tables: map[string]*netcheck.IPTTable{}, Rules: func(_, chain string, r netcheck.IPTRule) {
+		into := &dataplane.IPTables{Tables: map[string]*dataplane.IPTTable{}, Rules: func(_, chain string, r dataplane.IPTRule) {
 			d.rules[chain] = append(d.rules[chain], r.Line)
 			if r.Undecoded != "" {
 				undecoded++
 				t.Errorf("undecoded rule on the real node: %s (%s)", r.Line, r.Undecoded)
 			}
 		}}
-		if err := s.Save(ctx, netcheck.BackendNFT, v6, table, into); err != nil {
+		if err := s.Save(ctx, dataplane.BackendNFT, v6, table, into); err != nil {
 			t.Fatalf("%T %s: %v", s, table, err)
 		}
 		if tb := into.Table(table); tb != nil {
@@ -259,8 +260,8 @@ func readersAgree(ctx context.Context, t *testing.T) {
 	}
 	for _, v6 := range []bool{false, true} {
 		for _, table := range []string{"nat", "filter"} {
-			e, _ := read(netcheck.ExecIPTablesSaver{}, v6, table)
-			n, _ := read(netcheck.NetlinkIPTablesSaver{NS: -1}, v6, table)
+			e, _ := read(dataplane.ExecIPTablesSaver{}, v6, table)
+			n, _ := read(dataplane.NetlinkIPTablesSaver{NS: -1}, v6, table)
 			if fmt.Sprint(e.chains) != fmt.Sprint(n.chains) {
 				t.Errorf("%s v6=%v chains: exec %v, netlink %v", table, v6, e.chains, n.chains)
 			}
@@ -288,9 +289,9 @@ func natSnapshot(t *testing.T) func() {
 	return func() { runStdin(t, snap, "iptables-nft-restore", "-T", "nat") }
 }
 
-func iptablesBreakage(ctx context.Context, t *testing.T, a dpAgent, svc netcheck.ServicePortName, podIPs []string) {
-	svcChain := netcheck.IPTablesChainsFor(svc).SVC
-	sep := netcheck.IPTablesEndpointChain(svc, podIPs[1]+":8080")
+func iptablesBreakage(ctx context.Context, t *testing.T, a dpAgent, svc kubeproxy.ServicePortName, podIPs []string) {
+	svcChain := kubeproxy.IPTablesChainsFor(svc).SVC
+	sep := kubeproxy.IPTablesEndpointChain(svc, podIPs[1]+":8080")
 
 	t.Run("KUBE-SEP jump deleted", func(t *testing.T) {
 		restore := natSnapshot(t)
@@ -312,7 +313,7 @@ func iptablesBreakage(ctx context.Context, t *testing.T, a dpAgent, svc netcheck
 			t.Errorf("finding does not name %s and %s: %+v", svc, podIPs[1], f)
 		}
 		a.servicesSection(ctx, t, svc, "EndpointMissing", svcChain+" DNAT to "+podIPs[1]+":8080")
-		a.explainBroken(ctx, t, svc.Namespace+"/web:http", "EndpointMissing", netcheck.HopMissing, podIPs[1]+":8080")
+		a.explainBroken(ctx, t, svc.Namespace+"/web:http", "EndpointMissing", kubeproxy.HopMissing, podIPs[1]+":8080")
 		restore()
 		a.waitFor(ctx, t, "kube-proxy-rules", "EndpointMissing", false)
 	})
@@ -328,7 +329,7 @@ func iptablesBreakage(ctx context.Context, t *testing.T, a dpAgent, svc netcheck
 			t.Errorf("stale endpoint not named: %+v", f)
 		}
 		a.waitFor(ctx, t, "kube-proxy-rules", "StaleServiceChain", true)
-		a.explainBroken(ctx, t, svc.Namespace+"/web", "StaleEndpoint", netcheck.HopStale, "10.244.0.250:8080")
+		a.explainBroken(ctx, t, svc.Namespace+"/web", "StaleEndpoint", kubeproxy.HopStale, "10.244.0.250:8080")
 		restore()
 		a.waitFor(ctx, t, "kube-proxy-rules", "StaleEndpoint", false)
 	})
@@ -354,26 +355,26 @@ func nftSnapshot(t *testing.T) func() {
 // two reads, so a few tries).
 func nftReadersAgree(ctx context.Context, t *testing.T, state string) {
 	t.Helper()
-	norm := func(tb *netcheck.NFTTable) *netcheck.NFTTable {
+	norm := func(tb *dataplane.NFTTable) *dataplane.NFTTable {
 		for _, c := range tb.Chains {
 			slices.Sort(c.DNAT)
 		}
 		for _, m := range tb.Maps {
-			slices.SortFunc(m.Elements, func(a, b netcheck.NFTElement) int {
+			slices.SortFunc(m.Elements, func(a, b dataplane.NFTElement) int {
 				return strings.Compare(strings.Join(a.Key, " "), strings.Join(b.Key, " "))
 			})
 		}
 		return tb
 	}
 	for _, fam := range []string{"ip", "ip6"} {
-		var e, n *netcheck.NFTTable
+		var e, n *dataplane.NFTTable
 		for try := 0; try < 5; try++ {
-			e, n = netcheck.NewNFTTable(), netcheck.NewNFTTable()
-			eok, err := netcheck.ExecNFT{}.ListTable(ctx, fam, "kube-proxy", e)
+			e, n = dataplane.NewNFTTable(), dataplane.NewNFTTable()
+			eok, err := dataplane.ExecNFT{}.ListTable(ctx, fam, "kube-proxy", e)
 			if err != nil {
 				t.Fatalf("%s: nft -j: %v", state, err)
 			}
-			nok, err := netcheck.NetlinkNFT{NS: -1}.ListTable(ctx, fam, "kube-proxy", n)
+			nok, err := dataplane.NetlinkNFT{NS: -1}.ListTable(ctx, fam, "kube-proxy", n)
 			if err != nil {
 				t.Fatalf("%s: netlink: %v", state, err)
 			}
@@ -390,8 +391,8 @@ func nftReadersAgree(ctx context.Context, t *testing.T, state string) {
 	}
 }
 
-func nftablesBreakage(ctx context.Context, t *testing.T, a dpAgent, svc netcheck.ServicePortName, clusterIP string) {
-	chain := netcheck.NFTablesChainsFor(svc).Service
+func nftablesBreakage(ctx context.Context, t *testing.T, a dpAgent, svc kubeproxy.ServicePortName, clusterIP string) {
+	chain := kubeproxy.NFTablesChainsFor(svc).Service
 	nftReadersAgree(ctx, t, "healthy")
 	t.Run("service-ips element deleted", func(t *testing.T) {
 		restore := nftSnapshot(t)
@@ -402,7 +403,7 @@ func nftablesBreakage(ctx context.Context, t *testing.T, a dpAgent, svc netcheck
 			t.Errorf("finding does not name %s: %+v", svc, f)
 		}
 		a.servicesSection(ctx, t, svc, "ServicePortNotProgrammed", clusterIP+"/tcp/80 -> "+chain)
-		a.explainBroken(ctx, t, svc.Namespace+"/web:80", "ServicePortNotProgrammed", netcheck.HopMissing, clusterIP+"/tcp/80 -> "+chain)
+		a.explainBroken(ctx, t, svc.Namespace+"/web:80", "ServicePortNotProgrammed", kubeproxy.HopMissing, clusterIP+"/tcp/80 -> "+chain)
 		nftReadersAgree(ctx, t, "service-ips element deleted")
 		restore()
 		a.waitFor(ctx, t, "kube-proxy-rules", "RulesMatchAPI", true)
@@ -424,7 +425,7 @@ func nftablesBreakage(ctx context.Context, t *testing.T, a dpAgent, svc netcheck
 		if !strings.Contains(f.Details["actual"], "10.244.0.250:8080") {
 			t.Errorf("stale endpoint not named: %+v", f)
 		}
-		a.explainBroken(ctx, t, svc.Namespace+"/web:http", "StaleEndpoint", netcheck.HopStale, "10.244.0.250:8080")
+		a.explainBroken(ctx, t, svc.Namespace+"/web:http", "StaleEndpoint", kubeproxy.HopStale, "10.244.0.250:8080")
 		nftReadersAgree(ctx, t, "stale DNAT")
 		restore()
 		a.waitFor(ctx, t, "kube-proxy-rules", "StaleEndpoint", false)

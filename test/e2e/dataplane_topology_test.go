@@ -18,7 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/node-doctor/node-doctor/pkg/netcheck"
+	"github.com/node-doctor/node-doctor/pkg/kubeproxy"
 	"github.com/node-doctor/node-doctor/test/harness"
 )
 
@@ -98,7 +98,7 @@ func topology(t *testing.T, mode, bin string) {
 		t.Fatalf("kube-proxy did not program only zone %s's endpoints of %s/web: %s", topoZone, ns, why)
 	}
 	t.Logf("kube-proxy (%s) programs %s/web:http to %v only, not 10.244.0.202 (zone-b)", mode, ns, zoneIPs)
-	svc := netcheck.ServicePortName{Namespace: ns, Name: "web", Port: "http", Protocol: "tcp"}
+	svc := kubeproxy.ServicePortName{Namespace: ns, Name: "web", Port: "http", Protocol: "tcp"}
 
 	ok := a.waitFor(ctx, t, "kube-proxy-rules", "RulesMatchAPI", true)
 	if ok.Details["mode"] != mode {
@@ -109,11 +109,11 @@ func topology(t *testing.T, mode, bin string) {
 		restore := topoSnapshot(t, mode)
 		t.Cleanup(restore)
 		if mode == "iptables" {
-			svcChain := netcheck.IPTablesChainsFor(svc).SVC
-			sep := netcheck.IPTablesEndpointChain(svc, "10.244.0.203:8080")
+			svcChain := kubeproxy.IPTablesChainsFor(svc).SVC
+			sep := kubeproxy.IPTablesEndpointChain(svc, "10.244.0.203:8080")
 			deleteJump(t, svcChain, sep)
 		} else {
-			chain := netcheck.NFTablesChainsFor(svc).Service
+			chain := kubeproxy.NFTablesChainsFor(svc).Service
 			run(t, "nft", "flush", "chain", "ip", "kube-proxy", chain)
 			run(t, "nft", "add", "rule", "ip", "kube-proxy", chain, "meta", "l4proto", "tcp", "dnat", "to", "10.244.0.201:8080")
 		}
@@ -129,14 +129,14 @@ func topology(t *testing.T, mode, bin string) {
 		restore := topoSnapshot(t, mode)
 		t.Cleanup(restore)
 		if mode == "iptables" {
-			svcChain := netcheck.IPTablesChainsFor(svc).SVC
+			svcChain := kubeproxy.IPTablesChainsFor(svc).SVC
 			// The chain kube-proxy would use for it, so only the DNAT is wrong.
-			sep := netcheck.IPTablesEndpointChain(svc, "10.244.0.202:8080")
+			sep := kubeproxy.IPTablesEndpointChain(svc, "10.244.0.202:8080")
 			run(t, "iptables-nft", "-t", "nat", "-N", sep)
 			run(t, "iptables-nft", "-t", "nat", "-A", sep, "-p", "tcp", "-m", "comment", "--comment", svc.String(), "-j", "DNAT", "--to-destination", "10.244.0.202:8080")
 			run(t, "iptables-nft", "-t", "nat", "-I", svcChain, "1", "-m", "statistic", "--mode", "random", "--probability", "0.33", "-j", sep)
 		} else {
-			chain := netcheck.NFTablesChainsFor(svc).Service
+			chain := kubeproxy.NFTablesChainsFor(svc).Service
 			run(t, "nft", "insert", "rule", "ip", "kube-proxy", chain, "meta", "l4proto", "tcp", "dnat", "to", "10.244.0.202:8080")
 		}
 		f := a.waitFor(ctx, t, "kube-proxy-rules", "StaleEndpoint", true)

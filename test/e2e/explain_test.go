@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/node-doctor/node-doctor/pkg/cri"
-	"github.com/node-doctor/node-doctor/pkg/netcheck"
+	"github.com/node-doctor/node-doctor/pkg/kubeproxy"
 )
 
 // explain runs `node-doctor explain service REF -o format` and returns its
@@ -37,10 +37,10 @@ func (a dpAgent) explain(ctx context.Context, t *testing.T, ref, format string) 
 
 // explainPath runs explain in JSON and in the table, and checks the exit
 // code says broken exactly when a port has problems.
-func (a dpAgent) explainPath(ctx context.Context, t *testing.T, ref string) *netcheck.ServicePath {
+func (a dpAgent) explainPath(ctx context.Context, t *testing.T, ref string) *kubeproxy.ServicePath {
 	t.Helper()
 	out, code := a.explain(ctx, t, ref, "json")
-	var p netcheck.ServicePath
+	var p kubeproxy.ServicePath
 	if err := json.Unmarshal(out, &p); err != nil {
 		t.Fatalf("explain json: %v\n%s", err, out)
 	}
@@ -66,7 +66,7 @@ func (a dpAgent) explainHealthy(ctx context.Context, t *testing.T, ref, mode str
 	for _, pp := range p.Ports {
 		var dnat []string
 		for _, h := range pp.Hops {
-			if h.Status != netcheck.HopOK {
+			if h.Status != kubeproxy.HopOK {
 				t.Errorf("healthy %s: hop %+v", pp.Port, h)
 			}
 			if strings.Contains(h.Note, "DNAT to ") {

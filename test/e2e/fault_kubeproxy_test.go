@@ -20,7 +20,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/node-doctor/node-doctor/pkg/netcheck"
+	"github.com/node-doctor/node-doctor/pkg/kubeproxy"
 	"github.com/node-doctor/node-doctor/test/harness"
 )
 
@@ -71,7 +71,7 @@ func TestFaultKubeProxy(t *testing.T) {
 		}
 	}
 	waitProgrammed()
-	svc := netcheck.ServicePortName{Namespace: ns, Name: "web", Port: "http", Protocol: "tcp"}
+	svc := kubeproxy.ServicePortName{Namespace: ns, Name: "web", Port: "http", Protocol: "tcp"}
 
 	a := startMetricsAgentConfig(t, bin, execReader, kpFaultChecks, faultInterval, faultTimeout, []string{"PATH=" + tools.dir + ":" + os.Getenv("PATH")},
 		"--kubeconfig", c.Kubeconfig, "--node-name", c.NodeName)
@@ -112,14 +112,14 @@ func TestFaultKubeProxy(t *testing.T) {
 		var flush []func()
 		if mode == "iptables" {
 			restore = natSnapshot(t)
-			chain := netcheck.IPTablesChainsFor(svc).SVC
+			chain := kubeproxy.IPTablesChainsFor(svc).SVC
 			flush = []func(){
 				func() { run(t, "iptables-nft", "-t", "nat", "-F", chain) },
 				func() { run(t, "iptables-nft", "-t", "nat", "-F", "KUBE-SERVICES") },
 			}
 		} else {
 			restore = nftSnapshot(t)
-			chain := netcheck.NFTablesChainsFor(svc).Service
+			chain := kubeproxy.NFTablesChainsFor(svc).Service
 			flush = []func(){
 				func() { run(t, "nft", "flush", "chain", "ip", "kube-proxy", chain) },
 				func() { run(t, "nft", "flush", "map", "ip", "kube-proxy", "service-ips") },

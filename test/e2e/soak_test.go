@@ -20,7 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/node-doctor/node-doctor/pkg/netcheck"
+	"github.com/node-doctor/node-doctor/pkg/kubeproxy"
 	"github.com/node-doctor/node-doctor/test/harness"
 )
 
@@ -290,15 +290,15 @@ func soak(t *testing.T, bin, mode string, d time.Duration) {
 	st.mu.Unlock()
 
 	// The break at the end: the soak must not pass by seeing nothing.
-	svc := netcheck.ServicePortName{Namespace: ns, Name: "web", Port: "http", Protocol: "tcp"}
+	svc := kubeproxy.ServicePortName{Namespace: ns, Name: "web", Port: "http", Protocol: "tcp"}
 	// Not restored from a snapshot: after the churn kube-proxy may be
 	// rewriting its rules while one is taken, and the node's teardown
 	// removes every kube-proxy rule (kube-proxy --cleanup, then a sweep of
 	// the KUBE-* chains) right after this test.
 	if mode == "iptables" {
-		run(t, "iptables-nft", "-t", "nat", "-F", netcheck.IPTablesChainsFor(svc).SVC)
+		run(t, "iptables-nft", "-t", "nat", "-F", kubeproxy.IPTablesChainsFor(svc).SVC)
 	} else {
-		run(t, "nft", "flush", "chain", "ip", "kube-proxy", netcheck.NFTablesChainsFor(svc).Service)
+		run(t, "nft", "flush", "chain", "ip", "kube-proxy", kubeproxy.NFTablesChainsFor(svc).Service)
 	}
 	_ = web
 	broke := time.Now()
