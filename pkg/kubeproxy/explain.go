@@ -90,7 +90,7 @@ const (
 // ExplainService walks this node's rules for one Service (svc with its
 // slices; port "" or a port name or number picks the ports).
 func ExplainService(ctx context.Context, d KubeProxyDeps, s *KubeProxySettings, svc *corev1.Service,
-	slices_ []*discoveryv1.EndpointSlice, node *corev1.Node, nodeName, port string) (*ServicePath, error) {
+	epSlices []*discoveryv1.EndpointSlice, node *corev1.Node, nodeName, port string) (*ServicePath, error) {
 	if s == nil {
 		s = DefaultKubeProxySettings()
 	}
@@ -104,7 +104,7 @@ func ExplainService(ctx context.Context, d KubeProxyDeps, s *KubeProxySettings, 
 	if p := svc.Labels[serviceProxyNameLabel]; p != "" {
 		return nil, fmt.Errorf("%s is implemented by %q (label %s), not by kube-proxy", out.Service, p, serviceProxyNameLabel)
 	}
-	desired := DesiredServicePortsOn([]*corev1.Service{svc}, slices_, NodeTopologyOf(nodeName, node))
+	desired := DesiredServicePortsOn([]*corev1.Service{svc}, epSlices, NodeTopologyOf(nodeName, node))
 	if port != "" {
 		desired = slices.DeleteFunc(desired, func(dp DesiredPort) bool {
 			return dp.Name.Port != port && strconv.Itoa(int(dp.Port)) != port
@@ -416,9 +416,9 @@ func portProblems(d *DesiredPort, disc []Discrepancy) []PathProblem {
 // VerifyService compares one Service's ports with the rules obs holds (the
 // shared snapshot's compact view): ExplainService's problems, without the
 // rule-by-rule hops.
-func VerifyService(obs *Observed, svc *corev1.Service, slices_ []*discoveryv1.EndpointSlice, node *corev1.Node, nodeName string) *ServicePath {
+func VerifyService(obs *Observed, svc *corev1.Service, epSlices []*discoveryv1.EndpointSlice, node *corev1.Node, nodeName string) *ServicePath {
 	out := &ServicePath{Service: svc.Namespace + "/" + svc.Name, Node: nodeName, Mode: obs.Mode, Backend: obs.Backend}
-	desired := DesiredServicePortsOn([]*corev1.Service{svc}, slices_, NodeTopologyOf(nodeName, node))
+	desired := DesiredServicePortsOn([]*corev1.Service{svc}, epSlices, NodeTopologyOf(nodeName, node))
 	for _, v6 := range []bool{false, true} {
 		p := obs.Progs[v6]
 		var fam []DesiredPort
