@@ -179,6 +179,15 @@ func (in *Interner) compact(r IPTRule) IPTRule {
 	return r
 }
 
+// detach is r with every field copied out of the line it was cut from,
+// Line kept.
+func (in *Interner) detach(r IPTRule) IPTRule {
+	line := strings.Clone(r.Line)
+	r = in.compact(r)
+	r.Line = line
+	return r
+}
+
 // add stores (or hands to Rules) one rule of chain in table cur.
 func (t *IPTables) add(cur *IPTTable, chain string, rule IPTRule, strs *Interner) {
 	c := cur.chain(strs.Get(chain))

@@ -3,7 +3,6 @@ package dataplane
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -232,10 +231,11 @@ func (s *Snapshot[P]) readIPT(ctx context.Context, backend string, v6 bool) *IPT
 		out.NAT = tableOrEmpty(nat, "nat")
 	}
 	filter := &IPTables{Tables: map[string]*IPTTable{}}
+	var strs Interner
 	filter.Rules = func(table, chain string, r IPTRule) {
 		sink.Rule(table, chain, r)
 		c := filter.Tables[table].Chain(chain)
-		c.Rules = append(c.Rules, cloneRule(r))
+		c.Rules = append(c.Rules, strs.detach(r))
 	}
 	if out.FilterErr = s.save(ctx, backend, v6, "filter", filter); out.FilterErr == nil {
 		out.Filter = tableOrEmpty(filter, "filter")
@@ -262,15 +262,6 @@ func tableOrEmpty(t *IPTables, name string) *IPTTable {
 		return tb
 	}
 	return &IPTTable{Name: name, Chains: map[string]*IPTChain{}}
-}
-
-func cloneRule(r IPTRule) IPTRule {
-	r.Line = strings.Clone(r.Line)
-	r.Target, r.Comment = strings.Clone(r.Target), strings.Clone(r.Comment)
-	r.Source, r.Dest = strings.Clone(r.Source), strings.Clone(r.Dest)
-	r.Proto, r.DPort, r.ToDest = strings.Clone(r.Proto), strings.Clone(r.DPort), strings.Clone(r.ToDest)
-	r.Undecoded = strings.Clone(r.Undecoded)
-	return r
 }
 
 // load returns the unit's value, reading it once. The read runs on its own

@@ -45,7 +45,6 @@ type findingKey struct {
 
 func newNPD(defs []*check.Definition) *npd {
 	n := &npd{
-		producers: map[string][]string{}, types: map[string][]string{},
 		latest: map[string]check.Result{}, seen: map[string]map[findingKey]bool{},
 		reasons: map[string]string{}, status: map[string]check.ConditionStatus{},
 		counter: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -57,14 +56,22 @@ func newNPD(defs []*check.Definition) *npd {
 			Help: "Whether a specific type of problem is affecting the node or not (node-problem-detector's metric).",
 		}, []string{"type", "reason"}),
 	}
-	for _, d := range defs {
-		for _, t := range d.ConditionTypes() {
-			n.producers[t] = append(n.producers[t], d.Name)
-			n.types[d.Name] = append(n.types[d.Name], t)
-		}
-	}
+	n.producers, n.types = conditionMaps(defs)
 	n.initRules(defs)
 	return n
+}
+
+// conditionMaps maps each condition type to the checks driving it, and
+// each check to its types.
+func conditionMaps(defs []*check.Definition) (producers, types map[string][]string) {
+	producers, types = map[string][]string{}, map[string][]string{}
+	for _, d := range defs {
+		for _, t := range d.ConditionTypes() {
+			producers[t] = append(producers[t], d.Name)
+			types[d.Name] = append(types[d.Name], t)
+		}
+	}
+	return producers, types
 }
 
 // initRules creates the series of the checks' NPD rules at 0; series that
@@ -134,11 +141,11 @@ func isNPDName(name string) bool { return slices.Contains(npdNames, name) }
 // condition types no check drives any more are removed; the others keep
 // their values.
 func (n *npd) reconfigure(defs []*check.Definition) {
-	next := newNPD(defs)
+	producers, types := conditionMaps(defs)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for t := range n.reasons {
-		if next.producers[t] == nil {
+		if producers[t] == nil {
 			n.gauge.DeletePartialMatch(prometheus.Labels{"type": t})
 			delete(n.reasons, t)
 			delete(n.status, t)
@@ -150,6 +157,6 @@ func (n *npd) reconfigure(defs []*check.Definition) {
 			delete(n.seen, name)
 		}
 	}
-	n.producers, n.types = next.producers, next.types
+	n.producers, n.types = producers, types
 	n.initRules(defs)
 }
