@@ -39,7 +39,7 @@ func (s NFTSetInfo) anon() bool  { return s.Flags&unix.NFT_SET_ANONYMOUS != 0 }
 // NFTUnknown is a rule or element the native reader could not decode, kept
 // with its raw netlink form so it is reported, never compared.
 type NFTUnknown struct {
-	// Where is "chain NAME" or "map NAME".
+	// Where is "chain NAME", "map NAME" or "set NAME".
 	Where string
 	Why   string
 	Raw   string // hex, capped
@@ -54,8 +54,8 @@ func nftRaw(b []byte) string {
 	return hex.EncodeToString(b)
 }
 
-// ListTable reads one table: chains, named maps with their elements, and
-// rules (DNAT targets and jumps), into the model nft -j gives.
+// ListTable reads one table: chains, named maps and sets with their
+// elements, and rules (DNAT targets and jumps), into the model nft -j gives.
 func (n NetlinkNFT) ListTable(ctx context.Context, family, table string, into *NFTTable) (bool, error) {
 	fam, ok := map[string]uint8{"ip": unix.NFPROTO_IPV4, "ip6": unix.NFPROTO_IPV6, "inet": unix.NFPROTO_INET}[family]
 	if !ok {
@@ -165,7 +165,9 @@ func (r *nftReader) read(t *NFTTable) error {
 	var sets []NFTSetInfo
 	err = r.ask(unix.NFT_MSG_GETSET, unix.NLM_F_DUMP, tab(unix.NFTA_SET_TABLE), func(b []byte) error {
 		s, err := DecodeNFTSet(b)
-		if err == nil && s.isMap() && s.Table == r.table {
+		// Maps, and named plain sets (cluster-ips...); anonymous plain
+		// sets are rules' inline lists, which no comparison reads.
+		if err == nil && s.Table == r.table && (s.isMap() || !s.anon()) {
 			sets = append(sets, s)
 		}
 		return err
@@ -180,8 +182,20 @@ func (r *nftReader) read(t *NFTTable) error {
 		return err
 	}
 	for i, s := range sets {
+		kind := "map "
+		if !s.isMap() {
+			kind = "set "
+		}
 		for _, u := range res[i].unk {
-			t.Unknown = append(t.Unknown, NFTUnknown{Where: "map " + s.Name, Why: u.Why, Raw: u.Raw})
+			t.Unknown = append(t.Unknown, NFTUnknown{Where: kind + s.Name, Why: u.Why, Raw: u.Raw})
+		}
+		if !s.isMap() {
+			st := &NFTSet{Name: s.Name}
+			for _, e := range res[i].els {
+				st.Elements = append(st.Elements, e.NFTElement)
+			}
+			t.Sets[s.Name] = st
+			continue
 		}
 		if s.anon() {
 			vals := make([][]string, 0, len(res[i].els))
@@ -545,8 +559,9 @@ func inetProtoName(p uint8) string {
 	return strconv.Itoa(int(p))
 }
 
-// NFTSetElem is one decoded element: an NFTElement of a named map, or the
-// data parts of an anonymous map's element.
+// NFTSetElem is one decoded element: an NFTElement of a named map or set
+// (a set's has only Key and Comment), or the data parts of an anonymous
+// map's element.
 type NFTSetElem struct {
 	NFTElement
 	Data []string
@@ -587,6 +602,9 @@ func DecodeNFTSetElems(s NFTSetInfo, b []byte) ([]NFTSetElem, []NFTUnknown, erro
 func decodeNFTElem(s NFTSetInfo, b []byte) (NFTSetElem, string) {
 	var e NFTSetElem
 	if s.Flags&unix.NFT_SET_INTERVAL != 0 {
+		if !s.isMap() {
+			return e, "interval set"
+		}
 		return e, "interval map"
 	}
 	var key, data []byte
@@ -618,6 +636,9 @@ func decodeNFTElem(s NFTSetInfo, b []byte) (NFTSetElem, string) {
 			return e, fmt.Sprintf("key type %#x", s.KeyType)
 		}
 		e.Key = k
+	}
+	if !s.isMap() { // a plain set's element is its key
+		return e, ""
 	}
 	if s.DataType == nftDataVerdict {
 		v, tgt, ok := nftVerdictData(data)

@@ -366,6 +366,9 @@ func FuzzParseNFTJSON(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	// Named sets: scalars, and an element with a comment and a timeout.
+	f.Add([]byte(`{"nftables": [{"set": {"name": "cluster-ips", "type": "ipv4_addr", "elem": ["10.96.0.1",
+		{"elem": {"val": "10.96.0.2", "timeout": 60, "comment": "a/b:c"}}]}}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		nt, err := dataplane.ParseNFTJSON(b)
 		if err != nil {

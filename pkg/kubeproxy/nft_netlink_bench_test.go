@@ -224,6 +224,11 @@ func sortedNFT(t *dataplane.NFTTable) *dataplane.NFTTable {
 			return strings.Compare(strings.Join(a.Key, " "), strings.Join(b.Key, " "))
 		})
 	}
+	for _, st := range t.Sets {
+		slices.SortFunc(st.Elements, func(a, b dataplane.NFTElement) int {
+			return strings.Compare(strings.Join(a.Key, " "), strings.Join(b.Key, " "))
+		})
+	}
 	return t
 }
 
@@ -251,6 +256,16 @@ func diffNFT(t *testing.T, what string, exec, native *dataplane.NFTTable) {
 		for name := range native.Maps {
 			if exec.Maps[name] == nil {
 				t.Errorf("%s: map %s only over netlink", what, name)
+			}
+		}
+		for name, st := range exec.Sets {
+			if !reflect.DeepEqual(st, native.Sets[name]) {
+				t.Errorf("%s: set %s: nft -j %+v, netlink %+v", what, name, st, native.Sets[name])
+			}
+		}
+		for name := range native.Sets {
+			if exec.Sets[name] == nil {
+				t.Errorf("%s: set %s only over netlink", what, name)
 			}
 		}
 		if exec.Family != native.Family || exec.Name != native.Name {
