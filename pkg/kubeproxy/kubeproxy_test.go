@@ -450,7 +450,7 @@ func TestNodePortSetIPs(t *testing.T) {
 		{[]string{"198.51.100.10/32"}, true, false, []string{"198.51.100.10"}},
 		{[]string{"198.51.100.0/24", "2001:db8::/64"}, true, true, []string{"2001:db8::10"}},
 		{[]string{"10.0.0.0/8"}, true, false, nil}, // the InternalIP is outside: kube-proxy may have others
-		{nil, true, false, nil},                    // default ("primary"): kube-proxy's own node IP
+		{nil, true, false, nil}, // default ("primary"): kube-proxy's own node IP
 		{[]string{"primary", "198.51.100.0/24"}, true, false, nil},
 		{[]string{"198.51.100.10/32"}, false, false, nil}, // /configz did not answer
 	}
