@@ -115,3 +115,23 @@ func TestChainsOnlyKeepsChainsNotRules(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseNFTJSONTable fuzzes the JSON reader alone (pkg/kubeproxy's
+// FuzzParseNFTJSON also builds the comparison's view, and crawls): sets,
+// maps and rules of nft -j's output.
+func FuzzParseNFTJSONTable(f *testing.F) {
+	f.Add(readKP(f, "nft-ip-kube-proxy-small.json"))
+	f.Add([]byte(`{"nftables": [{"set": {"name": "cluster-ips", "type": "ipv4_addr", "elem": ["10.96.0.1",
+		{"elem": {"val": "10.96.0.2", "timeout": 60, "comment": "a/b:c"}}, {"concat": ["10.0.0.1", "10.0.0.1", "tcp", 80]}]}}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		nt, err := ParseNFTJSON(b)
+		if err != nil {
+			return
+		}
+		for name, s := range nt.Sets {
+			if s == nil || s.Name != name || len(s.Elements) > len(b) {
+				t.Fatalf("set %q: %+v", name, s)
+			}
+		}
+	})
+}
