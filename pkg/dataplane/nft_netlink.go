@@ -190,7 +190,7 @@ func (r *nftReader) read(t *NFTTable) error {
 			t.Unknown = append(t.Unknown, NFTUnknown{Where: kind + s.Name, Why: u.Why, Raw: u.Raw})
 		}
 		if !s.isMap() {
-			st := &NFTSet{Name: s.Name}
+			st := &NFTSet{Name: s.Name, Elements: nftElements(len(res[i].els))}
 			for _, e := range res[i].els {
 				st.Elements = append(st.Elements, e.NFTElement)
 			}
@@ -205,7 +205,7 @@ func (r *nftReader) read(t *NFTTable) error {
 			anon[s.Name] = vals
 			continue
 		}
-		m := &NFTMap{Name: s.Name}
+		m := &NFTMap{Name: s.Name, Elements: nftElements(len(res[i].els))}
 		for _, e := range res[i].els {
 			m.Elements = append(m.Elements, e.NFTElement)
 		}
@@ -231,6 +231,14 @@ func (r *nftReader) read(t *NFTTable) error {
 		return fmt.Errorf("rules: %w", err)
 	}
 	return nil
+}
+
+// nftElements is room for n elements; nil for none, as nft -j's reader has it.
+func nftElements(n int) []NFTElement {
+	if n == 0 {
+		return nil
+	}
+	return make([]NFTElement, 0, n)
 }
 
 type nftSetElems struct {
@@ -270,8 +278,8 @@ func (r *nftReader) elements(sets []NFTSetInfo) ([]nftSetElems, error) {
 				attrs := []*nl.RtAttr{nl.NewRtAttr(unix.NFTA_SET_ELEM_LIST_TABLE, nl.ZeroTerminated(r.table)),
 					nl.NewRtAttr(unix.NFTA_SET_ELEM_LIST_SET, nl.ZeroTerminated(s.Name))}
 				err := rd.ask(unix.NFT_MSG_GETSETELEM, unix.NLM_F_DUMP, attrs, func(b []byte) error {
-					els, unk, err := DecodeNFTSetElems(s, b)
-					res[i].els = append(res[i].els, els...)
+					els, unk, err := decodeNFTSetElemsInto(s, b, res[i].els)
+					res[i].els = els
 					res[i].unk = append(res[i].unk, unk...)
 					return err
 				})
@@ -570,11 +578,16 @@ type NFTSetElem struct {
 // DecodeNFTSetElems decodes one NFT_MSG_NEWSETELEM payload of set s.
 // Elements it cannot render are returned as unknown, not as elements.
 func DecodeNFTSetElems(s NFTSetInfo, b []byte) ([]NFTSetElem, []NFTUnknown, error) {
+	return decodeNFTSetElemsInto(s, b, nil)
+}
+
+// decodeNFTSetElemsInto appends to out: a dump of a 10,000-element set
+// grows one slice instead of one per message.
+func decodeNFTSetElemsInto(s NFTSetInfo, b []byte, out []NFTSetElem) ([]NFTSetElem, []NFTUnknown, error) {
 	it, err := nftAttrs(b)
 	if err != nil {
-		return nil, nil, err
+		return out, nil, err
 	}
-	var out []NFTSetElem
 	var unk []NFTUnknown
 	for it.next() {
 		if it.typ != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
