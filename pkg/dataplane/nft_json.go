@@ -18,6 +18,9 @@ type NFTTable struct {
 	Chains map[string]*NFTChain
 	// Maps by name; each element is "key . parts" -> verdict ("goto chain").
 	Maps map[string]*NFTMap
+	// Sets by name: the named plain sets (cluster-ips, nodeport-ips,
+	// hairpin-connections...); anonymous sets are not kept.
+	Sets map[string]*NFTSet
 	// Unknown lists what the native reader could not decode (nil from nft -j).
 	Unknown []NFTUnknown
 }
@@ -34,6 +37,13 @@ type NFTChain struct {
 
 // NFTMap is one verdict map.
 type NFTMap struct {
+	Name     string
+	Elements []NFTElement
+}
+
+// NFTSet is one named plain set: its elements have a key (and perhaps a
+// comment), no verdict.
+type NFTSet struct {
 	Name     string
 	Elements []NFTElement
 }
@@ -58,7 +68,7 @@ func ParseNFTJSON(data []byte) (*NFTTable, error) {
 
 // NewNFTTable returns an empty table to parse into.
 func NewNFTTable() *NFTTable {
-	return &NFTTable{Chains: map[string]*NFTChain{}, Maps: map[string]*NFTMap{}}
+	return &NFTTable{Chains: map[string]*NFTChain{}, Maps: map[string]*NFTMap{}, Sets: map[string]*NFTSet{}}
 }
 
 // ParseNFTJSONInto decodes {"nftables": [obj, ...]} one object at a time:
@@ -130,6 +140,8 @@ func (t *NFTTable) add(obj map[string]json.RawMessage) error {
 			t.chain(v.Name)
 		case "map":
 			err = t.addMap(raw)
+		case "set":
+			err = t.addSet(raw)
 		case "rule":
 			err = t.addRule(raw)
 		}
@@ -169,6 +181,28 @@ func (t *NFTTable) addMap(raw json.RawMessage) error {
 		m.Elements = append(m.Elements, el)
 	}
 	t.Maps[v.Name] = m
+	return nil
+}
+
+// addSet keeps a named set's elements: scalars, {"concat": [...]}, or
+// either in {"elem": {"val": ..., "comment": ...}} (comments, timeouts).
+func (t *NFTTable) addSet(raw json.RawMessage) error {
+	var v struct {
+		Name string
+		Elem []json.RawMessage
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return err
+	}
+	st := &NFTSet{Name: v.Name}
+	for _, e := range v.Elem {
+		key, comment, err := nftKey(e)
+		if err != nil {
+			return fmt.Errorf("set %s: %w", v.Name, err)
+		}
+		st.Elements = append(st.Elements, NFTElement{Key: key, Comment: comment})
+	}
+	t.Sets[v.Name] = st
 	return nil
 }
 

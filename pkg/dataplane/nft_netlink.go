@@ -39,7 +39,7 @@ func (s NFTSetInfo) anon() bool  { return s.Flags&unix.NFT_SET_ANONYMOUS != 0 }
 // NFTUnknown is a rule or element the native reader could not decode, kept
 // with its raw netlink form so it is reported, never compared.
 type NFTUnknown struct {
-	// Where is "chain NAME" or "map NAME".
+	// Where is "chain NAME", "map NAME" or "set NAME".
 	Where string
 	Why   string
 	Raw   string // hex, capped
@@ -54,8 +54,8 @@ func nftRaw(b []byte) string {
 	return hex.EncodeToString(b)
 }
 
-// ListTable reads one table: chains, named maps with their elements, and
-// rules (DNAT targets and jumps), into the model nft -j gives.
+// ListTable reads one table: chains, named maps and sets with their
+// elements, and rules (DNAT targets and jumps), into the model nft -j gives.
 func (n NetlinkNFT) ListTable(ctx context.Context, family, table string, into *NFTTable) (bool, error) {
 	fam, ok := map[string]uint8{"ip": unix.NFPROTO_IPV4, "ip6": unix.NFPROTO_IPV6, "inet": unix.NFPROTO_INET}[family]
 	if !ok {
@@ -165,7 +165,9 @@ func (r *nftReader) read(t *NFTTable) error {
 	var sets []NFTSetInfo
 	err = r.ask(unix.NFT_MSG_GETSET, unix.NLM_F_DUMP, tab(unix.NFTA_SET_TABLE), func(b []byte) error {
 		s, err := DecodeNFTSet(b)
-		if err == nil && s.isMap() && s.Table == r.table {
+		// Maps, and named plain sets (cluster-ips...); anonymous plain
+		// sets are rules' inline lists, which no comparison reads.
+		if err == nil && s.Table == r.table && (s.isMap() || !s.anon()) {
 			sets = append(sets, s)
 		}
 		return err
@@ -180,8 +182,20 @@ func (r *nftReader) read(t *NFTTable) error {
 		return err
 	}
 	for i, s := range sets {
+		kind := "map "
+		if !s.isMap() {
+			kind = "set "
+		}
 		for _, u := range res[i].unk {
-			t.Unknown = append(t.Unknown, NFTUnknown{Where: "map " + s.Name, Why: u.Why, Raw: u.Raw})
+			t.Unknown = append(t.Unknown, NFTUnknown{Where: kind + s.Name, Why: u.Why, Raw: u.Raw})
+		}
+		if !s.isMap() {
+			st := &NFTSet{Name: s.Name, Elements: nftElements(len(res[i].els))}
+			for _, e := range res[i].els {
+				st.Elements = append(st.Elements, e.NFTElement)
+			}
+			t.Sets[s.Name] = st
+			continue
 		}
 		if s.anon() {
 			vals := make([][]string, 0, len(res[i].els))
@@ -191,7 +205,7 @@ func (r *nftReader) read(t *NFTTable) error {
 			anon[s.Name] = vals
 			continue
 		}
-		m := &NFTMap{Name: s.Name}
+		m := &NFTMap{Name: s.Name, Elements: nftElements(len(res[i].els))}
 		for _, e := range res[i].els {
 			m.Elements = append(m.Elements, e.NFTElement)
 		}
@@ -217,6 +231,14 @@ func (r *nftReader) read(t *NFTTable) error {
 		return fmt.Errorf("rules: %w", err)
 	}
 	return nil
+}
+
+// nftElements is room for n elements; nil for none, as nft -j's reader has it.
+func nftElements(n int) []NFTElement {
+	if n == 0 {
+		return nil
+	}
+	return make([]NFTElement, 0, n)
 }
 
 type nftSetElems struct {
@@ -256,8 +278,8 @@ func (r *nftReader) elements(sets []NFTSetInfo) ([]nftSetElems, error) {
 				attrs := []*nl.RtAttr{nl.NewRtAttr(unix.NFTA_SET_ELEM_LIST_TABLE, nl.ZeroTerminated(r.table)),
 					nl.NewRtAttr(unix.NFTA_SET_ELEM_LIST_SET, nl.ZeroTerminated(s.Name))}
 				err := rd.ask(unix.NFT_MSG_GETSETELEM, unix.NLM_F_DUMP, attrs, func(b []byte) error {
-					els, unk, err := DecodeNFTSetElems(s, b)
-					res[i].els = append(res[i].els, els...)
+					els, unk, err := decodeNFTSetElemsInto(s, b, res[i].els)
+					res[i].els = els
 					res[i].unk = append(res[i].unk, unk...)
 					return err
 				})
@@ -545,8 +567,9 @@ func inetProtoName(p uint8) string {
 	return strconv.Itoa(int(p))
 }
 
-// NFTSetElem is one decoded element: an NFTElement of a named map, or the
-// data parts of an anonymous map's element.
+// NFTSetElem is one decoded element: an NFTElement of a named map or set
+// (a set's has only Key and Comment), or the data parts of an anonymous
+// map's element.
 type NFTSetElem struct {
 	NFTElement
 	Data []string
@@ -555,11 +578,16 @@ type NFTSetElem struct {
 // DecodeNFTSetElems decodes one NFT_MSG_NEWSETELEM payload of set s.
 // Elements it cannot render are returned as unknown, not as elements.
 func DecodeNFTSetElems(s NFTSetInfo, b []byte) ([]NFTSetElem, []NFTUnknown, error) {
+	return decodeNFTSetElemsInto(s, b, nil)
+}
+
+// decodeNFTSetElemsInto appends to out: a dump of a 10,000-element set
+// grows one slice instead of one per message.
+func decodeNFTSetElemsInto(s NFTSetInfo, b []byte, out []NFTSetElem) ([]NFTSetElem, []NFTUnknown, error) {
 	it, err := nftAttrs(b)
 	if err != nil {
-		return nil, nil, err
+		return out, nil, err
 	}
-	var out []NFTSetElem
 	var unk []NFTUnknown
 	for it.next() {
 		if it.typ != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
@@ -587,6 +615,9 @@ func DecodeNFTSetElems(s NFTSetInfo, b []byte) ([]NFTSetElem, []NFTUnknown, erro
 func decodeNFTElem(s NFTSetInfo, b []byte) (NFTSetElem, string) {
 	var e NFTSetElem
 	if s.Flags&unix.NFT_SET_INTERVAL != 0 {
+		if !s.isMap() {
+			return e, "interval set"
+		}
 		return e, "interval map"
 	}
 	var key, data []byte
@@ -618,6 +649,9 @@ func decodeNFTElem(s NFTSetInfo, b []byte) (NFTSetElem, string) {
 			return e, fmt.Sprintf("key type %#x", s.KeyType)
 		}
 		e.Key = k
+	}
+	if !s.isMap() { // a plain set's element is its key
+		return e, ""
 	}
 	if s.DataType == nftDataVerdict {
 		v, tgt, ok := nftVerdictData(data)

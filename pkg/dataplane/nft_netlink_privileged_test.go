@@ -35,6 +35,11 @@ func sortedNFT(t *NFTTable) *NFTTable {
 			return strings.Compare(strings.Join(a.Key, " "), strings.Join(b.Key, " "))
 		})
 	}
+	for _, st := range t.Sets {
+		slices.SortFunc(st.Elements, func(a, b NFTElement) int {
+			return strings.Compare(strings.Join(a.Key, " "), strings.Join(b.Key, " "))
+		})
+	}
 	return t
 }
 
@@ -82,6 +87,16 @@ func diffNFT(t *testing.T, what string, exec, native *NFTTable) {
 		for name := range native.Maps {
 			if exec.Maps[name] == nil {
 				t.Errorf("%s: map %s only over netlink", what, name)
+			}
+		}
+		for name, st := range exec.Sets {
+			if !reflect.DeepEqual(st, native.Sets[name]) {
+				t.Errorf("%s: set %s: nft -j %+v, netlink %+v", what, name, st, native.Sets[name])
+			}
+		}
+		for name := range native.Sets {
+			if exec.Sets[name] == nil {
+				t.Errorf("%s: set %s only over netlink", what, name)
 			}
 		}
 		if exec.Family != native.Family || exec.Name != native.Name {
@@ -132,9 +147,18 @@ table ip6 kube-proxy {
 	if len(n.Chains) < 20 || len(n.Maps["service-ips"].Elements) != 5 || len(n.Chains["service-G72YLFXC-dp/web/tcp/http"].DNAT) != 2 {
 		t.Fatalf("healthy table not read whole: %d chains, %+v", len(n.Chains), n.Maps["service-ips"])
 	}
+	if got := fmt.Sprint(n.Sets["cluster-ips"].Elements); got != "[{[10.96.0.1]   } {[10.96.191.74]   } {[10.96.240.14]   } {[10.96.36.25]   }]" {
+		t.Fatalf("cluster-ips: %s", got)
+	}
+	if len(n.Sets["nodeport-ips"].Elements) != 1 || len(n.Sets["hairpin-connections"].Elements) != 4 ||
+		!slices.Equal(n.Sets["hairpin-connections"].Elements[0].Key, []string{"10.244.0.2", "10.244.0.2", "tcp", "8080"}) {
+		t.Fatalf("sets: %+v %+v", n.Sets["nodeport-ips"], n.Sets["hairpin-connections"])
+	}
 
 	// Breaks: an element deleted, an endpoint changed, a stale endpoint chain.
 	ns.Exec(t, "nft", "delete", "element", "ip", "kube-proxy", "service-ips", "{ 10.96.191.74 . tcp . 80 }")
+	ns.Exec(t, "nft", "delete", "element", "ip", "kube-proxy", "cluster-ips", "{ 10.96.36.25 }")
+	ns.Exec(t, "nft", "add", "element", "ip", "kube-proxy", "cluster-ips", `{ 10.96.9.9 comment "dp/gone:http" }`)
 	ns.Exec(t, "nft", "flush", "chain", "ip", "kube-proxy", "service-V2L7ZRNT-dp/web/udp/dns")
 	ns.Exec(t, "nft", "add", "rule", "ip", "kube-proxy", "service-V2L7ZRNT-dp/web/udp/dns",
 		"meta l4proto udp dnat ip to numgen random mod 3 map { 0 : 10.244.0.2 . 8053, 1 : 10.244.0.3 . 8053, 2 : 10.244.0.9 . 8053 }")
@@ -154,6 +178,15 @@ table ip6 kube-proxy {
 		type inet_proto . inet_service : verdict
 		elements = { tcp . 30081 comment "dp/empty:http" : goto reject-chain, udp . 30082 : drop }
 	}
+	set affinity-XYZ-dp/web/tcp/http__10.244.0.2/8080 {
+		type ipv4_addr
+		flags dynamic,timeout
+		timeout 3h
+		elements = { 10.244.0.7 timeout 3h }
+	}
+	set empty-set {
+		type ipv4_addr . inet_proto . inet_service
+	}
 }
 `)
 	e, n = readBoth(t, ns, "ip")
@@ -164,12 +197,26 @@ table ip6 kube-proxy {
 	if got := fmt.Sprint(n.Chains["service-V2L7ZRNT-dp/web/udp/dns"].DNAT); got != "[10.244.0.2:8053 10.244.0.3:8053 10.244.0.9:8053]" {
 		t.Fatalf("changed endpoints: %s", got)
 	}
+	if got := fmt.Sprint(n.Sets["cluster-ips"].Elements); got != "[{[10.96.0.1]   } {[10.96.191.74]   } {[10.96.240.14]   } {[10.96.9.9]   dp/gone:http}]" {
+		t.Fatalf("cluster-ips after the breaks: %s", got)
+	}
+	if a := n.Sets["affinity-XYZ-dp/web/tcp/http__10.244.0.2/8080"]; a == nil || len(a.Elements) != 1 || n.Sets["empty-set"] == nil {
+		t.Fatalf("affinity and empty sets: %+v", n.Sets)
+	}
 }
 
 // TestPrivilegedNFTNetlinkIPv6 does the same for the ip6 table.
 func TestPrivilegedNFTNetlinkIPv6(t *testing.T) {
 	ns := testnetns.New(t)
 	loadNFT(t, ns, `table ip6 kube-proxy {
+	set cluster-ips {
+		type ipv6_addr
+		elements = { fd00:10:96::1, fd00:10:96::a }
+	}
+	set hairpin-connections {
+		type ipv6_addr . ipv6_addr . inet_proto . inet_service
+		elements = { fd00:10:244::2 . fd00:10:244::2 . udp . 53 }
+	}
 	map service-ips {
 		type ipv6_addr . inet_proto . inet_service : verdict
 		elements = { fd00:10:96::1 . tcp . 443 : goto service-2QRHZV4L-default/kubernetes/tcp/https,
@@ -194,6 +241,9 @@ func TestPrivilegedNFTNetlinkIPv6(t *testing.T) {
 `)
 	e, n := readBoth(t, ns, "ip6")
 	diffNFT(t, "ip6", e, n)
+	if len(n.Sets["cluster-ips"].Elements) != 2 || !slices.Equal(n.Sets["hairpin-connections"].Elements[0].Key, []string{"fd00:10:244::2", "fd00:10:244::2", "udp", "53"}) {
+		t.Fatalf("ip6 sets: %+v", n.Sets)
+	}
 	if len(n.Chains["service-X-kube-system/kube-dns/udp/dns"].DNAT) != 2 {
 		t.Fatalf("ip6 numgen dnat: %+v", n.Chains["service-X-kube-system/kube-dns/udp/dns"])
 	}

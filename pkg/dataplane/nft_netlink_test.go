@@ -89,6 +89,32 @@ func TestDecodeNFTSetElems(t *testing.T) {
 	}
 }
 
+// A named plain set's element is its key (and comment); an interval set's
+// elements are kept as unknown.
+func TestDecodeNFTPlainSetElems(t *testing.T) {
+	s := NFTSetInfo{Name: "hairpin-connections", KeyType: 7<<18 | 7<<12 | 12<<6 | 13, KeyLen: 16}
+	key := nlNest(unix.NFTA_SET_ELEM_KEY, nlAttr(unix.NFTA_DATA_VALUE, []byte{10, 244, 0, 2, 10, 244, 0, 2, 17, 0, 0, 0, 0x1f, 0x75, 0, 0}))
+	msg := nftMsg(unix.NFPROTO_IPV4, nlNest(unix.NFTA_SET_ELEM_LIST_ELEMENTS, nlNest(unix.NFTA_LIST_ELEM, key)))
+	els, unk, err := DecodeNFTSetElems(s, msg)
+	if err != nil || len(els) != 1 || len(unk) != 0 || !slices.Equal(els[0].Key, []string{"10.244.0.2", "10.244.0.2", "udp", "8053"}) || els[0].Verdict != "" {
+		t.Fatalf("%v %+v %+v", err, els, unk)
+	}
+	ips := NFTSetInfo{Name: "cluster-ips", KeyType: 7, KeyLen: 4}
+	ip := nlNest(unix.NFTA_LIST_ELEM, nlNest(unix.NFTA_SET_ELEM_KEY, nlAttr(unix.NFTA_DATA_VALUE, []byte{10, 96, 0, 1})))
+	msg = nftMsg(unix.NFPROTO_IPV4, nlNest(unix.NFTA_SET_ELEM_LIST_ELEMENTS, ip))
+	if els, unk, err := DecodeNFTSetElems(ips, msg); err != nil || len(els) != 1 || len(unk) != 0 || !slices.Equal(els[0].Key, []string{"10.96.0.1"}) {
+		t.Fatalf("cluster-ips: %v %+v %+v", err, els, unk)
+	}
+	ips.Flags = unix.NFT_SET_INTERVAL
+	if els, unk, _ := DecodeNFTSetElems(ips, msg); len(els) != 0 || len(unk) != 1 || unk[0].Why != "interval set" {
+		t.Fatalf("interval set: %+v %+v", els, unk)
+	}
+	ips.Flags, ips.KeyType = 0, 9 // ether_addr: not rendered
+	if els, unk, _ := DecodeNFTSetElems(ips, msg); len(els) != 0 || len(unk) != 1 || unk[0].Raw == "" {
+		t.Fatalf("unknown key type: %+v %+v", els, unk)
+	}
+}
+
 func FuzzDecodeNFTRule(f *testing.F) {
 	f.Add(inlineDNATRule("svc"))
 	f.Add(inlineDNATRule("svc", nftExpr("frobnicate", nlAttr(1, putBE32(7)))))
@@ -115,6 +141,11 @@ func FuzzDecodeNFTSetElems(f *testing.F) {
 	data := nlNest(unix.NFTA_SET_ELEM_DATA, nlNest(unix.NFTA_DATA_VERDICT, nlAttr(unix.NFTA_VERDICT_CODE, putBE32(uint32(0xfffffffc))), nlAttr(unix.NFTA_VERDICT_CHAIN, []byte("service-x\x00"))))
 	comment := nlAttr(unix.NFTA_SET_ELEM_USERDATA, append([]byte{0, 14}, "default/k:443\x00"...))
 	f.Add(nftMsg(unix.NFPROTO_IPV4, nlNest(unix.NFTA_SET_ELEM_LIST_ELEMENTS, nlNest(unix.NFTA_LIST_ELEM, key, data, comment))), uint32(7<<12|12<<6|13), uint32(nftDataVerdict), uint32(unix.NFT_SET_MAP))
+	// A plain set (cluster-ips) and a concatenated one (hairpin-connections).
+	f.Add(nftMsg(unix.NFPROTO_IPV4, nlNest(unix.NFTA_SET_ELEM_LIST_ELEMENTS, nlNest(unix.NFTA_LIST_ELEM,
+		nlNest(unix.NFTA_SET_ELEM_KEY, nlAttr(unix.NFTA_DATA_VALUE, []byte{10, 96, 0, 1}))))), uint32(7), uint32(0), uint32(0))
+	f.Add(nftMsg(unix.NFPROTO_IPV6, nlNest(unix.NFTA_SET_ELEM_LIST_ELEMENTS, nlNest(unix.NFTA_LIST_ELEM,
+		nlNest(unix.NFTA_SET_ELEM_KEY, nlAttr(unix.NFTA_DATA_VALUE, make([]byte, 40))), comment))), uint32(8<<18|8<<12|12<<6|13), uint32(0), uint32(0))
 	f.Fuzz(func(t *testing.T, b []byte, keyType, dataType, flags uint32) {
 		s := NFTSetInfo{Name: "m", Flags: flags, KeyType: keyType, DataType: dataType}
 		els, unk, err := DecodeNFTSetElems(s, b)

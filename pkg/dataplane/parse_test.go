@@ -77,6 +77,15 @@ func TestParseNFTJSONReal(t *testing.T) {
 	if ne == nil || len(ne.Elements) != 1 || ne.Elements[0].Comment != "dp/empty:http" || !slices.Equal(ne.Elements[0].Key, []string{"10.96.240.14", "tcp", "80"}) {
 		t.Errorf("no-endpoint-services %+v", ne)
 	}
+	if cs := nt.Sets["cluster-ips"]; cs == nil || len(cs.Elements) != 4 || !slices.Equal(cs.Elements[1].Key, []string{"10.96.36.25"}) {
+		t.Errorf("cluster-ips %+v", cs)
+	}
+	if hp := nt.Sets["hairpin-connections"]; hp == nil || len(hp.Elements) != 4 || !slices.Equal(hp.Elements[0].Key, []string{"10.244.0.2", "10.244.0.2", "udp", "8053"}) {
+		t.Errorf("hairpin-connections %+v", hp)
+	}
+	if np := nt.Sets["nodeport-ips"]; np == nil || len(np.Elements) != 1 || np.Elements[0].Key[0] != "198.51.100.10" {
+		t.Errorf("nodeport-ips %+v", np)
+	}
 	if _, err := ParseNFTJSON(readKP(t, "nft-ip6-kube-proxy.json")); err != nil {
 		t.Errorf("ip6 table: %v", err)
 	}
@@ -105,4 +114,24 @@ func TestChainsOnlyKeepsChainsNotRules(t *testing.T) {
 			t.Fatalf("%s: %d rules, policy %q (full parse %q)", name, len(c.Rules), c.Policy, nat.Chains[name].Policy)
 		}
 	}
+}
+
+// FuzzParseNFTJSONTable fuzzes the JSON reader alone (pkg/kubeproxy's
+// FuzzParseNFTJSON also builds the comparison's view, and crawls): sets,
+// maps and rules of nft -j's output.
+func FuzzParseNFTJSONTable(f *testing.F) {
+	f.Add(readKP(f, "nft-ip-kube-proxy-small.json"))
+	f.Add([]byte(`{"nftables": [{"set": {"name": "cluster-ips", "type": "ipv4_addr", "elem": ["10.96.0.1",
+		{"elem": {"val": "10.96.0.2", "timeout": 60, "comment": "a/b:c"}}, {"concat": ["10.0.0.1", "10.0.0.1", "tcp", 80]}]}}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		nt, err := ParseNFTJSON(b)
+		if err != nil {
+			return
+		}
+		for name, s := range nt.Sets {
+			if s == nil || s.Name != name || len(s.Elements) > len(b) {
+				t.Fatalf("set %q: %+v", name, s)
+			}
+		}
+	})
 }

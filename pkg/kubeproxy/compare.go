@@ -36,7 +36,22 @@ type Programmed struct {
 	// the first one's raw form.
 	Unknown        int
 	UnknownExample string
+	// Sets holds the elements of the nftables sets the comparison checks
+	// (cluster-ips, nodeport-ips, hairpin-connections), each key's parts
+	// joined by " . "; a set the table does not have is absent, and Sets
+	// is nil in the other modes.
+	Sets map[string]map[string]bool
+	// NodePortIPs are node IPs nodeport-ips must hold, as far as node-doctor
+	// can know them (see nodePortSetIPs); nil: not checked.
+	NodePortIPs []string
 }
+
+// kube-proxy's nftables sets (pkg/proxy/nftables/proxier.go).
+const (
+	nftClusterIPsSet  = "cluster-ips"
+	nftNodePortIPsSet = "nodeport-ips"
+	nftHairpinSet     = "hairpin-connections"
+)
 
 func newProgrammed(mode string) *Programmed {
 	return &Programmed{Mode: mode, Services: map[string]string{}, NoEndpoints: map[string]bool{},
@@ -205,6 +220,24 @@ func ProgrammedFromNFT(t *dataplane.NFTTable) *Programmed {
 			p.Unverifiable[where] = u.Why
 		}
 	}
+	for _, name := range []string{nftClusterIPsSet, nftNodePortIPsSet, nftHairpinSet} {
+		st := t.Sets[name]
+		if st == nil {
+			continue // an older kube-proxy without it, or not in use
+		}
+		if p.Sets == nil {
+			p.Sets = map[string]map[string]bool{}
+		}
+		m := make(map[string]bool, len(st.Elements))
+		for _, e := range st.Elements {
+			if len(e.Key) == 1 {
+				m[e.Key[0]] = true
+			} else {
+				m[strings.Join(e.Key, " . ")] = true
+			}
+		}
+		p.Sets[name] = m
+	}
 	if m := t.Maps["service-ips"]; m != nil {
 		for _, e := range m.Elements {
 			if len(e.Key) == 3 {
@@ -309,7 +342,7 @@ func (p *Programmed) unverifiable(ch ExpectedChains, got string) string {
 		}
 	}
 	for w, why := range p.Unverifiable {
-		if strings.HasPrefix(w, "map ") {
+		if strings.HasPrefix(w, "map ") { // a set's unknowns only touch that set's checks
 			return w + ": " + why
 		}
 	}
@@ -366,6 +399,7 @@ func ChainsFor(mode string, d *DesiredPort) ExpectedChains {
 // noEndpoints, not reported, unless the node still sends them somewhere.
 func Compare(desired []DesiredPort, p *Programmed) (disc []Discrepancy, verified, noEndpoints int) {
 	wanted := map[string]bool{}
+	sets := newSetWants(p)
 	for i := range desired {
 		d := &desired[i]
 		ch := ChainsFor(p.Mode, d)
@@ -380,6 +414,7 @@ func Compare(desired []DesiredPort, p *Programmed) (disc []Discrepancy, verified
 		}
 		got, ok := p.Services[key]
 		before := len(disc)
+		disc = p.compareSets(d, sets, disc)
 		switch {
 		case !d.HasEndpoints:
 			noEndpoints++
@@ -443,6 +478,7 @@ func Compare(desired []DesiredPort, p *Programmed) (disc []Discrepancy, verified
 			verified++
 		}
 	}
+	disc = p.staleSetElements(sets, disc)
 	for chain, owner := range p.ServiceChains {
 		if wanted[chain] {
 			continue

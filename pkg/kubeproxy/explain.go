@@ -667,6 +667,17 @@ func (w *walker) nftables(t *dataplane.NFTTable) {
 		}
 		return s
 	}
+	// The services chain asks cluster-ips first (masquerade from outside
+	// the pod network), and cluster-ips-check rejects undefined ports of
+	// the IPs it holds.
+	if st := t.Sets["cluster-ips"]; st != nil {
+		in := slices.ContainsFunc(st.Elements, func(e dataplane.NFTElement) bool { return len(e.Key) == 1 && e.Key[0] == d.ClusterIP })
+		if in {
+			w.hop(HopOK, "set cluster-ips", d.ClusterIP, "the ClusterIP is in kube-proxy's active ClusterIPs")
+		} else {
+			w.hop(HopMissing, "set cluster-ips", "(no element "+d.ClusterIP+")", "not masqueraded from outside the pod network; undefined ports dropped instead of rejected")
+		}
+	}
 	for _, name := range []string{"service-ips", "no-endpoint-services"} {
 		m := t.Maps[name]
 		if m == nil {

@@ -190,8 +190,21 @@ func TestExplainServiceNFTables(t *testing.T) {
 	if strings.Join(dnat, ",") != strings.Join(pp.Endpoints, ",") || len(dnat) == 0 {
 		t.Errorf("dnat %v, endpoints %v", dnat, pp.Endpoints)
 	}
-	if pp.Hops[0].Where != "map service-ips" || !strings.HasPrefix(pp.Hops[0].Rule, pp.ClusterIP+" . tcp . 80 : goto service-") {
+	if pp.Hops[0].Where != "set cluster-ips" || pp.Hops[0].Rule != pp.ClusterIP {
 		t.Errorf("first hop %+v", pp.Hops[0])
+	}
+	if pp.Hops[1].Where != "map service-ips" || !strings.HasPrefix(pp.Hops[1].Rule, pp.ClusterIP+" . tcp . 80 : goto service-") {
+		t.Errorf("second hop %+v", pp.Hops[1])
+	}
+	// The ClusterIP deleted from cluster-ips: a missing hop and the problem.
+	broken := strings.Replace(string(readKP(t, "nft-ip-kube-proxy.json")), `"10.96.191.74", "10.96.240.14"]`, `"10.96.240.14"]`, 1)
+	d = KubeProxyDeps{NFT: fakeNFT{"ip": []byte(broken)}, KubeProxy: fakeKP{mode: "nftables"}}
+	if p, err = explainFixture(t, "api-nftables.json", "dp", "web", "http", d); err != nil {
+		t.Fatal(err)
+	}
+	pp = p.Ports[0]
+	if pp.Hops[0].Status != HopMissing || pp.Hops[0].Where != "set cluster-ips" || len(pp.Problems) != 1 || pp.Problems[0].Reason != "ClusterIPNotInSet" {
+		t.Errorf("cluster-ips element deleted: hops %+v, problems %+v", pp.Hops[:1], pp.Problems)
 	}
 }
 

@@ -366,6 +366,9 @@ func FuzzParseNFTJSON(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	// Named sets: scalars, and an element with a comment and a timeout.
+	f.Add([]byte(`{"nftables": [{"set": {"name": "cluster-ips", "type": "ipv4_addr", "elem": ["10.96.0.1",
+		{"elem": {"val": "10.96.0.2", "timeout": 60, "comment": "a/b:c"}}]}}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		nt, err := dataplane.ParseNFTJSON(b)
 		if err != nil {
@@ -373,4 +376,90 @@ func FuzzParseNFTJSON(f *testing.F) {
 		}
 		_ = ProgrammedFromNFT(nt)
 	})
+}
+
+// The nftables sets, broken on the real v1.37.2 table: each break is found
+// and attributed to its Service port, with the Service's change time (so a
+// Service created moments ago is pending, not a finding).
+func TestCompareNFTSets(t *testing.T) {
+	svcs, eps := loadAPI(t, "api-nftables.json")
+	desired := v4Only(DesiredServicePorts(svcs, eps, "node-doctor-e2e"))
+	drop := func(st *dataplane.NFTSet, key string) {
+		st.Elements = slices.DeleteFunc(st.Elements, func(e dataplane.NFTElement) bool { return strings.Join(e.Key, " . ") == key })
+	}
+	cases := []struct {
+		name   string
+		brk    func(nt *dataplane.NFTTable, p *Programmed)
+		reason string
+		svc    string
+		want   string
+	}{
+		{"cluster ip deleted", func(nt *dataplane.NFTTable, _ *Programmed) { drop(nt.Sets["cluster-ips"], "10.96.36.25") },
+			"ClusterIPNotInSet", "dp/np-local", "element 10.96.36.25 in set cluster-ips"},
+		{"cluster ip without endpoints deleted", func(nt *dataplane.NFTTable, _ *Programmed) { drop(nt.Sets["cluster-ips"], "10.96.240.14") },
+			"ClusterIPNotInSet", "dp/empty:http", "element 10.96.240.14 in set cluster-ips"},
+		{"stale cluster ip", func(nt *dataplane.NFTTable, _ *Programmed) {
+			nt.Sets["cluster-ips"].Elements = append(nt.Sets["cluster-ips"].Elements, dataplane.NFTElement{Key: []string{"10.96.9.9"}})
+		}, "StaleSetElement", "/(no Service)", "no element 10.96.9.9 in set cluster-ips"},
+		{"hairpin deleted", func(nt *dataplane.NFTTable, _ *Programmed) {
+			drop(nt.Sets["hairpin-connections"], "10.244.0.3 . 10.244.0.3 . udp . 8053")
+		}, "HairpinNotProgrammed", "dp/web:dns", "element 10.244.0.3 . 10.244.0.3 . udp . 8053 in set hairpin-connections"},
+		{"node ip deleted", func(nt *dataplane.NFTTable, p *Programmed) {
+			nt.Sets["nodeport-ips"].Elements = nil
+			p.NodePortIPs = []string{"198.51.100.10"}
+		}, "NodeIPNotInSet", "dp/np-local", "element 198.51.100.10 in set nodeport-ips"},
+		{"undecoded set", func(nt *dataplane.NFTTable, p *Programmed) {
+			drop(nt.Sets["cluster-ips"], "10.96.36.25")
+			nt.Unknown = append(nt.Unknown, dataplane.NFTUnknown{Where: "set cluster-ips", Why: "interval set", Raw: "00"})
+		}, "RulesNotUnderstood", "dp/np-local", "element 10.96.36.25 in set cluster-ips"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			nt, err := dataplane.ParseNFTJSON(readKP(t, "nft-ip-kube-proxy.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var p Programmed
+			c.brk(nt, &p)
+			prog := ProgrammedFromNFT(nt)
+			prog.NodePortIPs = p.NodePortIPs
+			disc, _, _ := Compare(desired, prog)
+			if len(disc) != 1 || disc[0].Reason != c.reason || disc[0].Service.String() != c.svc || disc[0].Expected != c.want {
+				t.Fatalf("got %+v", disc)
+			}
+			if c.reason != "StaleSetElement" && disc[0].Changed.IsZero() {
+				t.Errorf("no change time: %+v", disc[0])
+			}
+			if (c.reason == "RulesNotUnderstood") != (disc[0].Unverifiable != "") {
+				t.Errorf("unverifiable %q", disc[0].Unverifiable)
+			}
+		})
+	}
+}
+
+func TestNodePortSetIPs(t *testing.T) {
+	node := &corev1.Node{Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+		{Type: corev1.NodeInternalIP, Address: "198.51.100.10"}, {Type: corev1.NodeExternalIP, Address: "203.0.113.1"},
+		{Type: corev1.NodeInternalIP, Address: "2001:db8::10"}, {Type: corev1.NodeHostName, Address: "n"}}}}
+	cases := []struct {
+		addrs []string
+		known bool
+		v6    bool
+		want  []string
+	}{
+		{[]string{"198.51.100.10/32"}, true, false, []string{"198.51.100.10"}},
+		{[]string{"198.51.100.0/24", "2001:db8::/64"}, true, true, []string{"2001:db8::10"}},
+		{[]string{"10.0.0.0/8"}, true, false, nil}, // the InternalIP is outside: kube-proxy may have others
+		{nil, true, false, nil}, // default ("primary"): kube-proxy's own node IP
+		{[]string{"primary", "198.51.100.0/24"}, true, false, nil},
+		{[]string{"198.51.100.10/32"}, false, false, nil}, // /configz did not answer
+	}
+	for _, c := range cases {
+		if got := nodePortSetIPs(node, c.v6, c.addrs, c.known); !slices.Equal(got, c.want) {
+			t.Errorf("%v v6=%v known=%v: %v, want %v", c.addrs, c.v6, c.known, got, c.want)
+		}
+	}
+	if nodePortSetIPs(nil, false, []string{"198.51.100.10/32"}, true) != nil {
+		t.Error("no node")
+	}
 }

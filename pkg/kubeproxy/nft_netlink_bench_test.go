@@ -192,7 +192,8 @@ func BenchmarkPrivilegedNFTRead10k(b *testing.B) {
 }
 
 // TestPrivilegedNFTNetlinkScale is the differential test at 1,000 Services:
-// the same table from both readers, and a clean comparison.
+// the same table from both readers, and a clean comparison; then one
+// cluster-ips element deleted, which is found.
 func TestPrivilegedNFTNetlinkScale(t *testing.T) {
 	name, h, svcs, eps := scaleNFTNS(t, 1000)
 	ctx := context.Background()
@@ -211,6 +212,24 @@ func TestPrivilegedNFTNetlinkScale(t *testing.T) {
 	if !strings.HasPrefix(n.Chains[NFTablesChainsFor(ServicePortName{Namespace: svcs[0].Namespace, Name: svcs[0].Name, Port: "http", Protocol: "tcp"}).Service].DNAT[0], "10.128.") {
 		t.Fatal("service chain without its endpoints")
 	}
+	// Break: one ClusterIP deleted from cluster-ips, as kube-proxy would
+	// have it when a sync went wrong. Both readers see it; it is found.
+	gone := svcs[7].Spec.ClusterIP
+	if out, err := exec.Command("ip", "netns", "exec", name, "nft", "delete", "element", "ip", "kube-proxy", "cluster-ips", "{ "+gone+" }").CombinedOutput(); err != nil {
+		t.Fatalf("nft delete element: %v: %s", err, out)
+	}
+	e, n = dataplane.NewNFTTable(), dataplane.NewNFTTable()
+	if _, err := (dataplane.ExecNFT{Prefix: []string{"ip", "netns", "exec", name}}).ListTable(ctx, "ip", "kube-proxy", e); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (dataplane.NetlinkNFT{NS: h}).ListTable(ctx, "ip", "kube-proxy", n); err != nil {
+		t.Fatal(err)
+	}
+	diffNFT(t, "cluster-ips element deleted", sortedNFT(e), sortedNFT(n))
+	disc, verified, _ = Compare(DesiredServicePorts(svcs, eps, "node"), ProgrammedFromNFT(n))
+	if len(disc) != 1 || disc[0].Reason != "ClusterIPNotInSet" || disc[0].Service.Name != svcs[7].Name || !strings.Contains(disc[0].Expected, gone) || verified != len(svcs)-1 {
+		t.Fatalf("cluster-ips element deleted: verified %d, %+v", verified, disc)
+	}
 }
 
 // sortedNFT orders what neither reader promises an order for (set
@@ -221,6 +240,11 @@ func sortedNFT(t *dataplane.NFTTable) *dataplane.NFTTable {
 	}
 	for _, m := range t.Maps {
 		slices.SortFunc(m.Elements, func(a, b dataplane.NFTElement) int {
+			return strings.Compare(strings.Join(a.Key, " "), strings.Join(b.Key, " "))
+		})
+	}
+	for _, st := range t.Sets {
+		slices.SortFunc(st.Elements, func(a, b dataplane.NFTElement) int {
 			return strings.Compare(strings.Join(a.Key, " "), strings.Join(b.Key, " "))
 		})
 	}
@@ -251,6 +275,16 @@ func diffNFT(t *testing.T, what string, exec, native *dataplane.NFTTable) {
 		for name := range native.Maps {
 			if exec.Maps[name] == nil {
 				t.Errorf("%s: map %s only over netlink", what, name)
+			}
+		}
+		for name, st := range exec.Sets {
+			if !reflect.DeepEqual(st, native.Sets[name]) {
+				t.Errorf("%s: set %s: nft -j %+v, netlink %+v", what, name, st, native.Sets[name])
+			}
+		}
+		for name := range native.Sets {
+			if exec.Sets[name] == nil {
+				t.Errorf("%s: set %s only over netlink", what, name)
 			}
 		}
 		if exec.Family != native.Family || exec.Name != native.Name {

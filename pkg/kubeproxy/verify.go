@@ -137,6 +137,7 @@ func ReadProgrammed(ctx context.Context, d KubeProxyDeps, s *KubeProxySettings, 
 		if obs.Progs[false] == nil && obs.Progs[true] == nil {
 			return nil, fmt.Errorf("kube-proxy says it runs in nftables mode but there is no kube-proxy nftables table")
 		}
+		nftNodePortIPs(ctx, d, kp, obs)
 		obs.Mode = mode
 		return obs, nil
 	case "iptables":
@@ -176,6 +177,7 @@ func ReadProgrammed(ctx context.Context, d KubeProxyDeps, s *KubeProxySettings, 
 		return nil, err
 	}
 	if obs.Progs[false] != nil || obs.Progs[true] != nil {
+		nftNodePortIPs(ctx, d, kp, obs)
 		obs.Mode = "nftables"
 		return obs, nil
 	}
@@ -208,6 +210,39 @@ func ReadNFT(ctx context.Context, snap *Snapshot, obs *Observed) error {
 		}
 	}
 	return nil
+}
+
+// nftNodePortIPs gives each family's view the node IPs its nodeport-ips set
+// must hold, when that can be known (nodePortSetIPs). The view is copied:
+// the snapshot's is shared with other checks.
+func nftNodePortIPs(ctx context.Context, d KubeProxyDeps, kp KubeProxyAPI, obs *Observed) {
+	if d.Services == nil {
+		return
+	}
+	need := false
+	for _, p := range obs.Progs {
+		if p != nil && p.Sets[nftNodePortIPsSet] != nil {
+			need = true
+		}
+	}
+	if !need {
+		return // kube-proxy matches every address: no set to check
+	}
+	node, err := d.Services.Node()
+	if err != nil || node == nil {
+		return
+	}
+	addrs, err := kp.NodePortAddresses(ctx)
+	for v6, p := range obs.Progs {
+		if p == nil || p.Sets[nftNodePortIPsSet] == nil {
+			continue
+		}
+		if ips := nodePortSetIPs(node, v6, addrs, err == nil); len(ips) > 0 {
+			cp := *p
+			cp.NodePortIPs = ips
+			obs.Progs[v6] = &cp
+		}
+	}
 }
 
 // ReadIPT finds the backend holding KUBE-SERVICES (nft first, as the

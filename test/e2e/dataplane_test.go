@@ -364,6 +364,11 @@ func nftReadersAgree(ctx context.Context, t *testing.T, state string) {
 				return strings.Compare(strings.Join(a.Key, " "), strings.Join(b.Key, " "))
 			})
 		}
+		for _, st := range tb.Sets {
+			slices.SortFunc(st.Elements, func(a, b dataplane.NFTElement) int {
+				return strings.Compare(strings.Join(a.Key, " "), strings.Join(b.Key, " "))
+			})
+		}
 		return tb
 	}
 	for _, fam := range []string{"ip", "ip6"} {
