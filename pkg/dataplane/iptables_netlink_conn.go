@@ -17,8 +17,9 @@ import (
 var errDumpInterrupted = errors.New("nf_tables: ruleset changed during the read")
 
 // nftReadBuf holds any one datagram of a dump: the kernel sizes them to
-// the reader's buffer, up to about 32 KiB.
-const nftReadBuf = 1 << 20
+// the reader's buffer, up to about 32 KiB. A larger one is reported, not
+// cut (MSG_TRUNC).
+const nftReadBuf = 64 << 10
 
 // dialNFTables opens an nf_tables netlink socket in ns (netns.None(): the
 // agent's own namespace).
@@ -37,7 +38,7 @@ func dialNFTables(ns netns.NsHandle) (*netlink.Conn, error) {
 // nftDump sends one NFT_MSG_GET* dump request and hands each answer's body
 // (after the nfgenmsg header) to fn as it arrives, one socket read at a
 // time, so a large table is never held whole.
-// buf is the read buffer (nil: one of 1 MiB, always enough for a datagram).
+// buf is the read buffer (nil: one of nftReadBuf).
 func nftDump(ctx context.Context, c *netlink.Conn, buf []byte, msg uint16, family byte, attrs []netlink.Attribute, fn func(body []byte) error) error {
 	data, err := netlink.MarshalAttributes(attrs)
 	if err != nil {
@@ -70,7 +71,7 @@ func nftDump(ctx context.Context, c *netlink.Conn, buf []byte, msg uint16, famil
 		var n int
 		var rerr error
 		err := rc.Read(func(fd uintptr) bool {
-			n, _, rerr = unix.Recvfrom(int(fd), buf, 0)
+			n, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_TRUNC)
 			return rerr != unix.EAGAIN && rerr != unix.EWOULDBLOCK
 		})
 		if err == nil {
@@ -81,6 +82,9 @@ func nftDump(ctx context.Context, c *netlink.Conn, buf []byte, msg uint16, famil
 				return fmt.Errorf("nf_tables: read: %w", ctx.Err())
 			}
 			return fmt.Errorf("nf_tables: read: %w", err)
+		}
+		if n > len(buf) {
+			return fmt.Errorf("nf_tables: read: a datagram of %d bytes does not fit the %d-byte buffer", n, len(buf))
 		}
 		done, intr, err := walkNetlink(buf[:n], sent.Header.Sequence, fn)
 		interrupted = interrupted || intr

@@ -146,11 +146,13 @@ func readNFTIPTable(ctx context.Context, c *netlink.Conn, ipv6 bool, table strin
 func readNFTRules(ctx context.Context, c *netlink.Conn, buf []byte, fam byte, ipv6 bool, table string, chains []nftChainInfo, fn func(nftRuleLine, []string) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Batches grow by append to batchSize, so a small table's read
+	// allocates a few KiB, not four whole batches.
 	const batchSize = 256 << 10
 	batches := make(chan []byte, 2)
 	free := make(chan []byte, 4)
 	for range cap(free) {
-		free <- make([]byte, 0, batchSize)
+		free <- nil
 	}
 	errc := make(chan error, 1)
 	go func() {
@@ -176,7 +178,7 @@ func readNFTRules(ctx context.Context, c *netlink.Conn, buf []byte, fam byte, ip
 					{Type: unix.NFTA_RULE_CHAIN, Data: append([]byte(ch.Name), 0)},
 				},
 				func(body []byte) error {
-					if len(b) > 0 && len(b)+4+len(body) > cap(b) && !send() {
+					if len(b) > 0 && len(b)+4+len(body) > batchSize && !send() {
 						return ctx.Err()
 					}
 					b = binary.NativeEndian.AppendUint32(b, uint32(len(body)))
