@@ -1,7 +1,7 @@
 package dataplane
 
 import (
-	"encoding/binary"
+	"errors"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -37,6 +37,8 @@ const (
 	ctKnownStatus = 0xf
 )
 
+var errCTOldLayout = errors.New("conntrack rev 1/2 ports or rev 1 status: iptables-nft-save 1.8.9 misprints them")
+
 // conntrackText decodes conntrack rev 1, 2 or 3. Options print in
 // libxt_conntrack's order, not the order they were given in.
 func conntrackText(rev uint32, info []byte, ipv6 bool) (name, opts string, err error) {
@@ -64,6 +66,14 @@ func conntrackText(rev uint32, info []byte, ipv6 bool) (name, opts string, err e
 	if flags&^ctKnownFlags != 0 || inv&^(ctKnownFlags&^ctStateAlias) != 0 ||
 		state&^ctKnownStates != 0 || status&^ctKnownStatus != 0 {
 		return "", "", errNoDecoder
+	}
+	// iptables-nft-save 1.8.9 prints every conntrack match with rev 3's
+	// layout: rev 1/2 ports come out byte-swapped with a stray upper bound,
+	// rev 1's 8-bit status (and a state next to a set status byte) as the
+	// bytes after it. There is no line of its to match; not guessed.
+	if rev < 3 && (flags&(ctOrigSrcPort|ctOrigDstPort|ctReplSrcPort|ctReplDstPort) != 0 ||
+		rev == 1 && (flags&ctStatus != 0 || flags&ctState != 0 && status != 0)) {
+		return "", "", errCTOldLayout
 	}
 	name = "conntrack"
 	if flags&ctStateAlias != 0 {
@@ -107,12 +117,8 @@ func conntrackText(rev uint32, info []byte, ipv6 bool) (name, opts string, err e
 		if !opt(ctOrigSrcPort<<i, o) {
 			continue
 		}
-		var lo, hi uint16
-		if rev == 3 { // host order, with an upper bound
-			lo, hi = ne.Uint16(info[138+2*i:]), ne.Uint16(info[154+2*i:])
-		} else { // network order, one port
-			lo = binary.BigEndian.Uint16(info[138+2*i:])
-		}
+		// rev 3: host order, with an upper bound (rev 1/2 returned above).
+		lo, hi := ne.Uint16(info[138+2*i:]), ne.Uint16(info[154+2*i:])
 		b.WriteByte(' ')
 		b.WriteString(strconv.Itoa(int(lo)))
 		if hi != 0 && hi != lo {
@@ -183,16 +189,33 @@ func ctStatusNames(m uint16) string {
 }
 
 // stateText decodes the old xt state match (rev 0, xt_state_info): one
-// state mask, inverted by complementing it, printed bit by bit as
-// libxt_state does (so "! --state X" comes back as the other states).
+// state mask, inverted by complementing it, printed bit by bit (so
+// "! --state X" comes back as the other states). The kernel's UNTRACKED
+// bit there is 1<<6, but iptables-nft-save 1.8.9 prints conntrack's 1<<8
+// as UNTRACKED and ignores 1<<6: its line is only right when both are set
+// or neither, and otherwise the rule is not decoded.
 func stateText(info []byte) (string, error) {
 	if err := need(info, 4); err != nil {
 		return "", err
 	}
-	m := ne.Uint32(info) & ctKnownStates
-	t := " -m state --state"
-	if m != 0 {
-		t += " " + ctStateNames(uint16(m))
+	m := ne.Uint32(info)
+	if m&(1<<6) != 0 != (m&(1<<8) != 0) {
+		return "", errStateUntracked
 	}
-	return t, nil
+	var b strings.Builder
+	b.WriteString(" -m state --state ")
+	sep := ""
+	for _, s := range [...]struct {
+		bit  uint32
+		name string
+	}{{1, "INVALID"}, {1 << 3, "NEW"}, {1 << 2, "RELATED"}, {1 << 1, "ESTABLISHED"}, {1 << 8, "UNTRACKED"}} {
+		if m&s.bit != 0 {
+			b.WriteString(sep)
+			b.WriteString(s.name)
+			sep = ","
+		}
+	}
+	return b.String(), nil
 }
+
+var errStateUntracked = errors.New("state rev 0 UNTRACKED: iptables-nft-save 1.8.9 misprints it")
