@@ -126,10 +126,9 @@ func udataComment(b []byte) (string, bool) {
 // ruleMatch is one "-m" part of a rule, in expression order. Native port
 // matches accumulate into one tcp/udp match as iptables-nft does.
 type ruleMatch struct {
-	text         string
+	text         string // the whole match, or a native one's --tcp-flags
 	proto        string // native port match: "tcp" or "udp"
 	sport, dport string
-	flags        string // native --tcp-flags
 }
 
 func (m *ruleMatch) write(b *strings.Builder) {
@@ -141,7 +140,7 @@ func (m *ruleMatch) write(b *strings.Builder) {
 	b.WriteString(m.proto)
 	b.WriteString(m.sport)
 	b.WriteString(m.dport)
-	b.WriteString(m.flags)
+	b.WriteString(m.text) // libxt_tcp prints the flags after the ports
 }
 
 // Register sources, and the nf_tables constants x/sys does not have.
@@ -791,11 +790,7 @@ func xtMatchText(name string, rev uint32, info []byte, ipv6 bool, proto int) (st
 		}
 		return t, nil
 	case name == "conntrack":
-		n, opts, err := conntrackText(rev, info, ipv6)
-		if err != nil {
-			return "", err
-		}
-		return " -m " + n + opts, nil
+		return conntrackText(rev, info, ipv6)
 	case name == "state" && rev == 0:
 		return stateText(info)
 	case name == "addrtype" && rev == 1:
@@ -891,19 +886,6 @@ func xtMatchText(name string, rev uint32, info []byte, ipv6 bool, proto int) (st
 		return t, nil
 	}
 	return "", errNoDecoder
-}
-
-func ctStateNames(m uint16) string {
-	var out []string
-	for _, s := range []struct {
-		bit  uint16
-		name string
-	}{{1, "INVALID"}, {1 << 3, "NEW"}, {1 << 2, "RELATED"}, {1 << 1, "ESTABLISHED"}, {1 << 8, "UNTRACKED"}, {1 << 6, "SNAT"}, {1 << 7, "DNAT"}} {
-		if m&s.bit != 0 {
-			out = append(out, s.name)
-		}
-	}
-	return strings.Join(out, ",")
 }
 
 var rtnNames = [...]string{"UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "ANYCAST", "MULTICAST", "BLACKHOLE", "UNREACHABLE", "PROHIBIT", "THROW", "NAT", "XRESOLVE"}

@@ -39,9 +39,10 @@ const (
 
 var errCTOldLayout = errors.New("conntrack rev 1/2 ports or rev 1 status: iptables-nft-save 1.8.9 misprints them")
 
-// conntrackText decodes conntrack rev 1, 2 or 3. Options print in
-// libxt_conntrack's order, not the order they were given in.
-func conntrackText(rev uint32, info []byte, ipv6 bool) (name, opts string, err error) {
+// conntrackText decodes conntrack rev 1, 2 or 3 into " -m conntrack ..."
+// (or " -m state ..."). Options print in libxt_conntrack's order, not the
+// order they were given in. One allocation: the line runs on every rule.
+func conntrackText(rev uint32, info []byte, ipv6 bool) (string, error) {
 	var size int
 	switch rev {
 	case 1:
@@ -51,10 +52,10 @@ func conntrackText(rev uint32, info []byte, ipv6 bool) (name, opts string, err e
 	case 3:
 		size = 162
 	default:
-		return "", "", errNoDecoder
+		return "", errNoDecoder
 	}
 	if err := need(info, size); err != nil {
-		return "", "", err
+		return "", err
 	}
 	flags, inv := ne.Uint16(info[146:]), ne.Uint16(info[148:])
 	var state, status uint16
@@ -65,7 +66,7 @@ func conntrackText(rev uint32, info []byte, ipv6 bool) (name, opts string, err e
 	}
 	if flags&^ctKnownFlags != 0 || inv&^(ctKnownFlags&^ctStateAlias) != 0 ||
 		state&^ctKnownStates != 0 || status&^ctKnownStatus != 0 {
-		return "", "", errNoDecoder
+		return "", errNoDecoder
 	}
 	// iptables-nft-save 1.8.9 prints every conntrack match with rev 3's
 	// layout: rev 1/2 ports come out byte-swapped with a stray upper bound,
@@ -73,14 +74,15 @@ func conntrackText(rev uint32, info []byte, ipv6 bool) (name, opts string, err e
 	// bytes after it. There is no line of its to match; not guessed.
 	if rev < 3 && (flags&(ctOrigSrcPort|ctOrigDstPort|ctReplSrcPort|ctReplDstPort) != 0 ||
 		rev == 1 && (flags&ctStatus != 0 || flags&ctState != 0 && status != 0)) {
-		return "", "", errCTOldLayout
-	}
-	name = "conntrack"
-	if flags&ctStateAlias != 0 {
-		name = "state"
+		return "", errCTOldLayout
 	}
 	var b strings.Builder
-	b.Grow(64)
+	b.Grow(48)
+	if flags&ctStateAlias != 0 {
+		b.WriteString(" -m state")
+	} else {
+		b.WriteString(" -m conntrack")
+	}
 	opt := func(bit uint16, o string) bool {
 		if flags&bit == 0 {
 			return false
@@ -100,7 +102,7 @@ func conntrackText(rev uint32, info []byte, ipv6 bool) (name, opts string, err e
 		opt(ctState, o)
 		if state != 0 {
 			b.WriteByte(' ')
-			b.WriteString(ctStateNames(state))
+			writeCTStates(&b, state)
 		}
 	}
 	if opt(ctProto, "ctproto") {
@@ -128,7 +130,7 @@ func conntrackText(rev uint32, info []byte, ipv6 bool) (name, opts string, err e
 	}
 	if opt(ctStatus, "ctstatus") {
 		b.WriteByte(' ')
-		b.WriteString(ctStatusNames(status))
+		writeCTStatus(&b, status)
 	}
 	if opt(ctExpires, "ctexpire") {
 		lo, hi := ne.Uint32(info[128:]), ne.Uint32(info[132:])
@@ -146,7 +148,7 @@ func conntrackText(rev uint32, info []byte, ipv6 bool) (name, opts string, err e
 			b.WriteString(" --ctdir ORIGINAL")
 		}
 	}
-	return name, b.String(), nil
+	return b.String(), nil
 }
 
 // ctAddr prints an address and its mask as xtables does numerically: no
@@ -172,20 +174,34 @@ func ctAddr(b *strings.Builder, am []byte, v6 bool) {
 	}
 }
 
-func ctStatusNames(m uint16) string {
+func writeCTStatus(b *strings.Builder, m uint16) {
 	if m == 0 {
-		return "NONE"
+		b.WriteString("NONE")
+		return
 	}
-	var b strings.Builder
+	sep := ""
 	for i, n := range [...]string{"EXPECTED", "SEEN_REPLY", "ASSURED", "CONFIRMED"} {
 		if m&(1<<i) != 0 {
-			if b.Len() > 0 {
-				b.WriteByte(',')
-			}
+			b.WriteString(sep)
 			b.WriteString(n)
+			sep = ","
 		}
 	}
-	return b.String()
+}
+
+// writeCTStates prints a conntrack state mask in libxt_conntrack's order.
+func writeCTStates(b *strings.Builder, m uint16) {
+	sep := ""
+	for _, s := range [...]struct {
+		bit  uint16
+		name string
+	}{{1, "INVALID"}, {1 << 3, "NEW"}, {1 << 2, "RELATED"}, {1 << 1, "ESTABLISHED"}, {1 << 8, "UNTRACKED"}, {1 << 6, "SNAT"}, {1 << 7, "DNAT"}} {
+		if m&s.bit != 0 {
+			b.WriteString(sep)
+			b.WriteString(s.name)
+			sep = ","
+		}
+	}
 }
 
 // stateText decodes the old xt state match (rev 0, xt_state_info): one

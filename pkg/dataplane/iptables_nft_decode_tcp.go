@@ -76,8 +76,16 @@ func tcpUDPText(name string, info []byte) (string, error) {
 	} else if inv&^3 != 0 {
 		return "", errNoDecoder
 	}
+	if spts == [2]uint16{0, 0xffff} && dpts == [2]uint16{0, 0xffff} && option == 0 && flgMask == 0 && inv == 0 {
+		// kube-proxy's "-p tcp -m tcp" in every endpoint's DNAT rule
+		// (50,000 at 10,000 Services): no allocation.
+		if name == "tcp" {
+			return " -m tcp", nil
+		}
+		return " -m udp", nil
+	}
 	var b strings.Builder
-	b.Grow(48)
+	b.Grow(32)
 	b.WriteString(" -m ")
 	b.WriteString(name)
 	ports := func(opt string, p [2]uint16, neg bool) {
@@ -130,13 +138,13 @@ func (s *ruleState) nativeTCPFlags(r regSource, neg bool, data []byte) error {
 		return errNoDecoder
 	}
 	m := s.portMatch("tcp")
-	if m.flags != "" {
+	if m.text != "" {
 		return errNoDecoder
 	}
 	f, err := tcpFlagsText(r.mask[0], data[0], neg)
 	if err != nil {
 		return err
 	}
-	m.flags = f
+	m.text = f
 	return nil
 }
