@@ -126,7 +126,7 @@ func udataComment(b []byte) (string, bool) {
 // ruleMatch is one "-m" part of a rule, in expression order. Native port
 // matches accumulate into one tcp/udp match as iptables-nft does.
 type ruleMatch struct {
-	text         string
+	text         string // the whole match, or a native one's --tcp-flags
 	proto        string // native port match: "tcp" or "udp"
 	sport, dport string
 }
@@ -140,6 +140,7 @@ func (m *ruleMatch) write(b *strings.Builder) {
 	b.WriteString(m.proto)
 	b.WriteString(m.sport)
 	b.WriteString(m.dport)
+	b.WriteString(m.text) // libxt_tcp prints the flags after the ports
 }
 
 // Register sources, and the nf_tables constants x/sys does not have.
@@ -554,16 +555,7 @@ func (s *ruleState) cmp(neg bool, data, to []byte) error {
 			}
 			port += ":" + strconv.Itoa(int(binary.BigEndian.Uint16(to)))
 		}
-		var m *ruleMatch
-		for i := range s.matches {
-			if s.matches[i].proto == pname {
-				m = &s.matches[i]
-			}
-		}
-		if m == nil {
-			s.matches = append(s.matches, ruleMatch{proto: pname})
-			m = &s.matches[len(s.matches)-1]
-		}
+		m := s.portMatch(pname)
 		if r.off == 0 {
 			if m.sport != "" {
 				return errNoDecoder
@@ -576,6 +568,8 @@ func (s *ruleState) cmp(neg bool, data, to []byte) error {
 			m.dport = bang(neg) + " --dport " + port
 		}
 		return nil
+	case r.kind == regPayload && r.base == payloadTransport && r.off == 13 && r.len == 1 && to == nil:
+		return s.nativeTCPFlags(r, neg, data)
 	case r.kind == regMeta && r.meta == unix.NFT_META_MARK && to == nil && len(data) == 4:
 		t := " -m mark" + bang(neg) + " --mark " + hex32(binary.NativeEndian.Uint32(data))
 		if r.masked {
@@ -765,37 +759,7 @@ func xtMatchText(name string, rev uint32, info []byte, ipv6 bool, proto int) (st
 		}
 		return " -m comment --comment" + saveString(cString(info[:256])), nil
 	case (name == "tcp" || name == "udp") && rev == 0:
-		if err := need(info, 9); err != nil {
-			return "", err
-		}
-		spts := [2]uint16{ne.Uint16(info[0:]), ne.Uint16(info[2:])}
-		dpts := [2]uint16{ne.Uint16(info[4:]), ne.Uint16(info[6:])}
-		inv := info[8]
-		if name == "tcp" {
-			if err := need(info, 12); err != nil {
-				return "", err
-			}
-			option, flgMask, invFlags := info[8], info[9], info[11]
-			if option != 0 || flgMask != 0 || invFlags&^3 != 0 {
-				return "", errNoDecoder
-			}
-			inv = invFlags
-		} else if inv&^3 != 0 {
-			return "", errNoDecoder
-		}
-		t := " -m " + name
-		ports := func(opt string, p [2]uint16, neg bool) {
-			if p[0] == 0 && p[1] == 0xffff {
-				return
-			}
-			t += bang(neg) + " --" + opt + " " + strconv.Itoa(int(p[0]))
-			if p[0] != p[1] {
-				t += ":" + strconv.Itoa(int(p[1]))
-			}
-		}
-		ports("sport", spts, inv&1 != 0)
-		ports("dport", dpts, inv&2 != 0)
-		return t, nil
+		return tcpUDPText(name, info)
 	case name == "statistic" && rev == 0:
 		if err := need(info, 16); err != nil {
 			return "", err
@@ -825,15 +789,10 @@ func xtMatchText(name string, rev uint32, info []byte, ipv6 bool, proto int) (st
 			t += "/" + hex32(mask)
 		}
 		return t, nil
-	case name == "conntrack" && rev == 3:
-		if err := need(info, 164); err != nil {
-			return "", err
-		}
-		flags, inv, state := ne.Uint16(info[146:]), ne.Uint16(info[148:]), ne.Uint16(info[150:])
-		if flags != 1 || inv&^1 != 0 { // only --ctstate
-			return "", errNoDecoder
-		}
-		return " -m conntrack" + bang(inv&1 != 0) + " --ctstate " + ctStateNames(state), nil
+	case name == "conntrack":
+		return conntrackText(rev, info, ipv6)
+	case name == "state" && rev == 0:
+		return stateText(info)
 	case name == "addrtype" && rev == 1:
 		if err := need(info, 8); err != nil {
 			return "", err
@@ -927,19 +886,6 @@ func xtMatchText(name string, rev uint32, info []byte, ipv6 bool, proto int) (st
 		return t, nil
 	}
 	return "", errNoDecoder
-}
-
-func ctStateNames(m uint16) string {
-	var out []string
-	for _, s := range []struct {
-		bit  uint16
-		name string
-	}{{1, "INVALID"}, {1 << 3, "NEW"}, {1 << 2, "RELATED"}, {1 << 1, "ESTABLISHED"}, {1 << 8, "UNTRACKED"}, {1 << 6, "SNAT"}, {1 << 7, "DNAT"}} {
-		if m&s.bit != 0 {
-			out = append(out, s.name)
-		}
-	}
-	return strings.Join(out, ",")
 }
 
 var rtnNames = [...]string{"UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "ANYCAST", "MULTICAST", "BLACKHOLE", "UNREACHABLE", "PROHIBIT", "THROW", "NAT", "XRESOLVE"}
