@@ -205,7 +205,9 @@ func (g *globals) buildSources(s *setup) {
 	s.deps = checks.Deps{
 		Services: informers,
 		Node:     informers,
-		Dataplane: kubeproxy.NewSource(dataplane.Readers{IPTables: iptablesReader(s.cfg.DataplaneReader), NFT: nftReader(s.cfg.DataplaneReader), IPVS: dataplane.MobyIPVS{}},
+		Dataplane: kubeproxy.NewSource(dataplane.Readers{IPTables: iptablesReader(s.cfg.DataplaneReader), NFT: nftReader(s.cfg.DataplaneReader), IPVS: dataplane.MobyIPVS{},
+			// A kernel fact, whichever reader: unchanged tables are not read again.
+			Generation: dataplane.NFTGeneration{NS: -1}},
 			dataplane.SourceOptions{Metrics: s.dataplaneMetrics}),
 		HostFS:    s.hostFS,
 		Bridges:   netcheck.NetlinkBridges{NS: -1},

@@ -174,3 +174,19 @@ func nftGeneration(ctx context.Context, c *netlink.Conn) (uint32, error) {
 	}
 	return 0, fmt.Errorf("nf_tables: generation: no id in the answer")
 }
+
+// NFTGeneration reads the nf_tables ruleset generation of a network
+// namespace (NS -1 or 0: the agent's own) over netlink: one small request.
+type NFTGeneration struct {
+	NS netns.NsHandle
+}
+
+// Generation implements Generationer.
+func (g NFTGeneration) Generation(ctx context.Context) (uint32, error) {
+	c, err := dialNFTables(g.NS)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	return nftGeneration(ctx, c)
+}

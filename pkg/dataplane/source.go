@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -16,7 +17,23 @@ type Readers struct {
 	IPTables IPTablesSaver
 	NFT      NFTLister
 	IPVS     IPVSLister
+	// Generation, when set, says the nf_tables ruleset generation: a read
+	// of the nft backend or of an nftables table is reused in the next
+	// rounds while it is unchanged, and read again when a change tore it.
+	// Legacy iptables and IPVS are not in nf_tables and are always read.
+	Generation Generationer
 }
+
+// Generationer says the nf_tables ruleset generation, which every
+// committed change to any nf_tables table of the namespace increments.
+type Generationer interface {
+	Generation(ctx context.Context) (uint32, error)
+}
+
+// readTries bounds the reads of one table in one round while the ruleset
+// keeps changing under them (kube-proxy syncing): as nft and
+// iptables-nft-save do, the read is tried again.
+const readTries = 5
 
 // RuleSink keeps, from one backend and family's nat and filter rules as
 // they stream, what its caller compares; P is that compact result. The
@@ -64,6 +81,17 @@ type Source[P any] struct {
 
 	mu   sync.Mutex
 	last *Snapshot[P]
+	// The last good reads and the generation they were read at (with
+	// Readers.Generation only); guarded by mu.
+	iptKept    map[iptKey]kept[*IPTRead[P]]
+	mangleKept map[string]kept[*IPTTable]
+	nftKept    map[bool]kept[nftRead[P]]
+}
+
+// kept is a read made while the ruleset generation was gen.
+type kept[T any] struct {
+	gen uint32
+	v   T
 }
 
 // NewSource returns a Source reading with r and compacting with c.
@@ -77,7 +105,8 @@ func NewSource[P any](r Readers, c Compactor[P], o SourceOptions) *Source[P] {
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
 	}
-	return &Source[P]{r: r, c: c, opts: o}
+	return &Source[P]{r: r, c: c, opts: o,
+		iptKept: map[iptKey]kept[*IPTRead[P]]{}, mangleKept: map[string]kept[*IPTTable]{}, nftKept: map[bool]kept[nftRead[P]]{}}
 }
 
 // Snapshot returns the current snapshot, starting a new one when the last
@@ -89,8 +118,8 @@ func (s *Source[P]) Snapshot() *Snapshot[P] {
 		snap := &Snapshot[P]{Time: s.opts.Clock.Now(), src: s,
 			ipt: map[iptKey]*unit[*IPTRead[P]]{}, mangle: map[string]*unit[*IPTTable]{}, nft: map[bool]*unit[nftRead[P]]{}, ipvs: map[bool]*unit[*IPVSState]{}}
 		s.last = snap
-		// Between rounds nothing holds the tables' compact view (at
-		// 10,000 Services about 11 MiB).
+		// Between rounds only the kept reads hold the tables' compact
+		// view (at 10,000 Services about 11 MiB).
 		time.AfterFunc(s.opts.MaxAge, func() {
 			s.mu.Lock()
 			if s.last == snap {
@@ -102,10 +131,13 @@ func (s *Source[P]) Snapshot() *Snapshot[P] {
 	return s.last
 }
 
-// Invalidate makes the next Snapshot start afresh.
+// Invalidate makes the next Snapshot start afresh and read every table.
 func (s *Source[P]) Invalidate() {
 	s.mu.Lock()
 	s.last = nil
+	clear(s.iptKept)
+	clear(s.mangleKept)
+	clear(s.nftKept)
 	s.mu.Unlock()
 }
 
@@ -113,7 +145,8 @@ func (s *Source[P]) Invalidate() {
 // use and then shared, errors included: a table that failed to read fails
 // every check that needs it this round, with the reader's error.
 type Snapshot[P any] struct {
-	// Time is when the snapshot started: every table in it was read at or
+	// Time is when the snapshot started: every table in it was read, or
+	// found unchanged since its last read (Readers.Generation), at or
 	// after Time.
 	Time time.Time
 	src  *Source[P]
@@ -187,18 +220,30 @@ func (s *Snapshot[P]) IPVS(ctx context.Context) (*IPVSState, error) {
 // read errors are in the IPTRead.
 func (s *Snapshot[P]) IPTables(ctx context.Context, backend string, v6 bool) (*IPTRead[P], error) {
 	return load(ctx, s, s.ipt, iptKey{backend, v6}, func(ctx context.Context) (*IPTRead[P], error) {
-		return s.readIPT(ctx, backend, v6), nil
+		fam := family(v6)
+		// The read's error is r.Err(): per table, in r.
+		r, _ := keptRead(ctx, s.src, s.src.gen(backend), s.src.iptKept, iptKey{backend, v6},
+			func() {
+				s.src.opts.Metrics.reuse(backend, fam, "nat")
+				s.src.opts.Metrics.reuse(backend, fam, "filter")
+			},
+			func(ctx context.Context) (*IPTRead[P], error) { r := s.readIPT(ctx, backend, v6); return r, r.Err() })
+		return r, nil
 	})
 }
 
 // Mangle returns the IPv4 mangle table of a backend, chains only.
 func (s *Snapshot[P]) Mangle(ctx context.Context, backend string) (*IPTTable, error) {
 	return load(ctx, s, s.mangle, backend, func(ctx context.Context) (*IPTTable, error) {
-		t := &IPTables{Tables: map[string]*IPTTable{}, ChainsOnly: true}
-		if err := s.save(ctx, backend, false, "mangle", t); err != nil {
-			return nil, err
-		}
-		return tableOrEmpty(t, "mangle"), nil
+		return keptRead(ctx, s.src, s.src.gen(backend), s.src.mangleKept, backend,
+			func() { s.src.opts.Metrics.reuse(backend, "ip", "mangle") },
+			func(ctx context.Context) (*IPTTable, error) {
+				t := &IPTables{Tables: map[string]*IPTTable{}, ChainsOnly: true}
+				if err := s.save(ctx, backend, false, "mangle", t); err != nil {
+					return nil, err
+				}
+				return tableOrEmpty(t, "mangle"), nil
+			})
 	})
 }
 
@@ -206,17 +251,18 @@ func (s *Snapshot[P]) Mangle(ctx context.Context, backend string) (*IPTTable, er
 // nftables table; ok is false when the table does not exist.
 func (s *Snapshot[P]) NFT(ctx context.Context, v6 bool) (p P, ok bool, err error) {
 	r, err := load(ctx, s, s.nft, v6, func(ctx context.Context) (nftRead[P], error) {
-		fam := "ip"
-		if v6 {
-			fam = "ip6"
-		}
-		s.src.opts.Metrics.read("nftables", fam, "kube-proxy")
-		t := NewNFTTable()
-		ok, err := s.src.r.NFT.ListTable(ctx, fam, "kube-proxy", t)
-		if err != nil || !ok {
-			return nftRead[P]{}, err
-		}
-		return nftRead[P]{compact: s.src.c.FromNFT(t), ok: true}, nil
+		fam := family(v6)
+		return keptRead(ctx, s.src, s.src.r.Generation, s.src.nftKept, v6,
+			func() { s.src.opts.Metrics.reuse("nftables", fam, "kube-proxy") },
+			func(ctx context.Context) (nftRead[P], error) {
+				s.src.opts.Metrics.read("nftables", fam, "kube-proxy")
+				t := NewNFTTable()
+				ok, err := s.src.r.NFT.ListTable(ctx, fam, "kube-proxy", t)
+				if err != nil || !ok {
+					return nftRead[P]{}, err
+				}
+				return nftRead[P]{compact: s.src.c.FromNFT(t), ok: true}, nil
+			})
 	})
 	return r.compact, r.ok, err
 }
@@ -247,12 +293,62 @@ func (s *Snapshot[P]) readIPT(ctx context.Context, backend string, v6 bool) *IPT
 }
 
 func (s *Snapshot[P]) save(ctx context.Context, backend string, v6 bool, table string, into *IPTables) error {
-	fam := "ip"
-	if v6 {
-		fam = "ip6"
-	}
-	s.src.opts.Metrics.read(backend, fam, table)
+	s.src.opts.Metrics.read(backend, family(v6), table)
 	return s.src.r.IPTables.Save(ctx, backend, v6, table, into)
+}
+
+func family(v6 bool) string {
+	if v6 {
+		return "ip6"
+	}
+	return "ip"
+}
+
+// gen is the generation reader for an iptables backend: only the nft one
+// is in nf_tables.
+func (s *Source[P]) gen(backend string) Generationer {
+	if backend != BackendNFT {
+		return nil
+	}
+	return s.r.Generation
+}
+
+// keptRead returns the read kept under key while the ruleset generation is
+// the one it was read at (calling reused), and otherwise reads: the kept
+// read is dropped first, so two never coexist. A read the reader found
+// torn by a change is tried again, up to readTries times (the rules were
+// streamed, so the reader cannot retry itself); a whole read is kept only
+// when the generation did not move during it. Without gr, or when it
+// fails, every call reads and nothing is kept.
+func keptRead[P any, K comparable, T any](ctx context.Context, src *Source[P], gr Generationer, m map[K]kept[T], key K, reused func(), read func(context.Context) (T, error)) (T, error) {
+	if gr == nil {
+		return read(ctx)
+	}
+	for try := 1; ; try++ {
+		g0, err := gr.Generation(ctx)
+		src.mu.Lock()
+		k, ok := m[key]
+		if err == nil && ok && k.gen == g0 {
+			src.mu.Unlock()
+			reused()
+			return k.v, nil
+		}
+		delete(m, key)
+		src.mu.Unlock()
+		v, rerr := read(ctx)
+		if errors.Is(rerr, errDumpInterrupted) && try < readTries && ctx.Err() == nil {
+			continue
+		}
+		if err != nil || rerr != nil {
+			return v, rerr
+		}
+		if g1, err := gr.Generation(ctx); err == nil && g1 == g0 {
+			src.mu.Lock()
+			m[key] = kept[T]{gen: g0, v: v}
+			src.mu.Unlock()
+		}
+		return v, nil
+	}
 }
 
 // tableOrEmpty is the named table, empty when the dump had none (a legacy
@@ -306,14 +402,18 @@ func load[P any, K comparable, T any](ctx context.Context, s *Snapshot[P], m map
 
 // Metrics count the table reads of a Source.
 type Metrics struct {
-	reads *prometheus.CounterVec
+	reads, reuses *prometheus.CounterVec
 }
 
 // NewMetrics returns the read counters.
 func NewMetrics() *Metrics {
-	return &Metrics{reads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "node_doctor_dataplane_table_reads_total",
-		Help: "Packet-filter table reads, by backend (nft, legacy: iptables; nftables; ipvs), family (ip, ip6; all for ipvs) and table; one per table per round, shared by the network checks."},
-		[]string{"backend", "family", "table"})}
+	labels := []string{"backend", "family", "table"}
+	return &Metrics{
+		reads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "node_doctor_dataplane_table_reads_total",
+			Help: "Packet-filter table reads, by backend (nft, legacy: iptables; nftables; ipvs), family (ip, ip6; all for ipvs) and table; at most one per table per round, shared by the network checks (a torn read is tried again)."}, labels),
+		reuses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "node_doctor_dataplane_table_reuses_total",
+			Help: "Rounds that reused a table's last read because the nf_tables ruleset generation had not changed since (nft backend and nftables only), by backend, family and table."}, labels),
+	}
 }
 
 func (m *Metrics) read(backend, family, table string) {
@@ -322,8 +422,20 @@ func (m *Metrics) read(backend, family, table string) {
 	}
 }
 
+func (m *Metrics) reuse(backend, family, table string) {
+	if m != nil {
+		m.reuses.WithLabelValues(backend, family, table).Inc()
+	}
+}
+
 // Describe implements prometheus.Collector.
-func (m *Metrics) Describe(ch chan<- *prometheus.Desc) { m.reads.Describe(ch) }
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	m.reads.Describe(ch)
+	m.reuses.Describe(ch)
+}
 
 // Collect implements prometheus.Collector.
-func (m *Metrics) Collect(ch chan<- prometheus.Metric) { m.reads.Collect(ch) }
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	m.reads.Collect(ch)
+	m.reuses.Collect(ch)
+}

@@ -161,11 +161,20 @@ func TestOneTableReadPerRound(t *testing.T) {
 
 func readsMetric(t *testing.T, m *dataplane.Metrics) map[string]int {
 	t.Helper()
+	return tableMetric(t, m, "node_doctor_dataplane_table_reads_total")
+}
+
+// tableMetric is one of m's counters by backend/family/table.
+func tableMetric(t *testing.T, m *dataplane.Metrics, name string) map[string]int {
+	t.Helper()
 	ch := make(chan prometheus.Metric, 64)
 	m.Collect(ch)
 	close(ch)
 	out := map[string]int{}
 	for pm := range ch {
+		if !strings.Contains(pm.Desc().String(), `fqName: "`+name+`"`) {
+			continue
+		}
 		var d dto.Metric
 		if err := pm.Write(&d); err != nil {
 			t.Fatal(err)
