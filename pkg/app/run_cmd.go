@@ -44,6 +44,7 @@ type runFlags struct {
 	npd                                  npdFlags
 	// configPoll is how often the config file is read for changes.
 	configPoll time.Duration
+	profiling  bool
 }
 
 func (f *runFlags) override(c *config.Config) error {
@@ -120,7 +121,7 @@ Stops cleanly on SIGINT or SIGTERM.`,
 			}
 			runner := check.NewRunner(s.defs, nil, s.log, reporters...)
 			so := server.Options{MetricsAddress: s.cfg.MetricsAddress, Secure: s.cfg.MetricsSecure, HealthAddress: s.cfg.HealthAddress,
-				TLSCertFile: s.cfg.MetricsCertFile, TLSKeyFile: s.cfg.MetricsKeyFile}
+				TLSCertFile: s.cfg.MetricsCertFile, TLSKeyFile: s.cfg.MetricsKeyFile, Profiling: rf.profiling}
 			if so.Secure && so.HealthAddress == "" {
 				so.HealthAddress = config.DefaultHealthAddress
 			}
@@ -162,6 +163,7 @@ Stops cleanly on SIGINT or SIGTERM.`,
 	stringFlag(f, &rf.kubeconfig, "kubeconfig", "", "kubeconfig to report node conditions and Events with (default: in-cluster config when in a pod; none: no reporting)")
 	stringFlag(f, &rf.nodeName, "node-name", "", "this node's name in Kubernetes (default: $NODE_NAME, then the hostname)")
 	durationFlag(f, &rf.heartbeat, "condition-heartbeat", 5*time.Minute, "how often unchanged node conditions are rewritten (10s to 1h)")
+	f.BoolVar(&rf.profiling, "profiling", false, "serve Go's profiles on --metrics-address at /debug/pprof/ (profile?seconds=N for CPU, heap, allocs, goroutine: go tool pprof reads them); with --metrics-secure only to callers allowed to get that path")
 	f.DurationVar(&rf.configPoll, "config-poll-interval", 5*time.Second, "how often the --config file is read for changes, which are then applied (0: only on SIGHUP)")
 	f.Float32Var(&kf.qps, "kube-api-qps", 5, "queries per second to the Kubernetes API server")
 	f.IntVar(&kf.burst, "kube-api-burst", 10, "burst of queries to the Kubernetes API server")

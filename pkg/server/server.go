@@ -30,6 +30,9 @@ type Options struct {
 	// they change; without them one is generated in memory at start.
 	TLSCertFile, TLSKeyFile string
 	Reviewer                Reviewer
+	// Profiling serves /debug/pprof/ with /metrics (with Secure, to
+	// callers allowed to get that path).
+	Profiling bool
 }
 
 // Server is the agent's HTTP endpoints.
@@ -68,17 +71,28 @@ func Listen(o Options, reg *prometheus.Registry, healthy, ready func() error, lo
 		if tc, err = tlsConfig(o, log); err != nil {
 			return nil, err
 		}
-		g := newGuard(o.Reviewer, log, metrics)
+		guarded := http.NewServeMux()
+		guarded.Handle("GET /metrics", metrics)
+		if o.Profiling {
+			guarded.Handle("GET /debug/pprof/", profiles())
+		}
+		g := newGuard(o.Reviewer, log, guarded)
 		if err := reg.Register(g.results); err != nil {
 			return nil, fmt.Errorf("server: metrics: %w", err)
 		}
 		mux.Handle("GET /metrics", g)
+		if o.Profiling {
+			mux.Handle("GET /debug/pprof/", g)
+		}
 		what = "metrics over https"
 	} else {
 		// Plain: the probes stay where they always were, as well.
 		mux.Handle("GET /metrics", metrics)
 		mux.Handle("GET /healthz", probes)
 		mux.Handle("GET /readyz", probes)
+		if o.Profiling {
+			mux.Handle("GET /debug/pprof/", profiles())
+		}
 	}
 	if err := s.listen(o.MetricsAddress, what, mux, tc); err != nil {
 		return nil, err

@@ -271,3 +271,35 @@ func TestFileCertReload(t *testing.T) {
 		t.Errorf("fixed pair: serving %s, want fourth", dnsName(t, c))
 	}
 }
+
+// --profiling serves Go's profiles, gzipped protobuf as go tool pprof reads
+// them; behind the guard with --metrics-secure; nowhere without it.
+func TestProfiling(t *testing.T) {
+	plain, _ := start(t, Options{MetricsAddress: "127.0.0.1:0"})
+	if code, _, _ := get(t, http.DefaultClient, "http://"+plain.Addr()+"/debug/pprof/heap", ""); code != 404 {
+		t.Errorf("without Profiling: %d, want 404", code)
+	}
+	s, _ := start(t, Options{MetricsAddress: "127.0.0.1:0", Profiling: true})
+	base := "http://" + s.Addr() + "/debug/pprof/"
+	for _, p := range []string{"heap?gc=1", "allocs", "goroutine", "profile?seconds=1"} {
+		if code, body, _ := get(t, http.DefaultClient, base+p, ""); code != 200 || !strings.HasPrefix(body, "\x1f\x8b") {
+			t.Errorf("%s: %d, %d bytes, want a gzipped profile", p, code, len(body))
+		}
+	}
+	for p, want := range map[string]int{"nosuch": 404, "profile?seconds=0": 400, "profile?seconds=x": 400, "profile?seconds=3600": 400} {
+		if code, _, _ := get(t, http.DefaultClient, base+p, ""); code != want {
+			t.Errorf("%s: %d, want %d", p, code, want)
+		}
+	}
+	sec, _ := start(t, Options{MetricsAddress: "127.0.0.1:0", HealthAddress: "127.0.0.1:0", Secure: true, Reviewer: newFakeReviewer(), Profiling: true})
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	if code, _, _ := get(t, c, "https://"+sec.Addr()+"/debug/pprof/heap", ""); code != 401 {
+		t.Errorf("secure, no token: %d, want 401", code)
+	}
+	if code, body, _ := get(t, c, "https://"+sec.Addr()+"/debug/pprof/heap", "prom-token"); code != 200 || !strings.HasPrefix(body, "\x1f\x8b") {
+		t.Errorf("secure, allowed: %d", code)
+	}
+	if code, body, _ := get(t, c, "https://"+sec.Addr()+"/metrics", "prom-token"); code != 200 || !strings.Contains(body, "node_doctor_test_up") {
+		t.Errorf("secure /metrics with profiling: %d", code)
+	}
+}
