@@ -28,6 +28,8 @@ func profiles() http.Handler {
 			}
 			d = time.Duration(n) * time.Second
 		}
+		// The server's write timeout is for scrapes; a profile takes d.
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d + 10*time.Second))
 		w.Header().Set("Content-Type", "application/octet-stream")
 		if err := pprof.StartCPUProfile(w); err != nil {
 			http.Error(w, "cpu profile: "+err.Error(), http.StatusConflict)

@@ -45,7 +45,8 @@ const fanoutWatchFactor = 1.5
 // E2E_FANOUT=1 makes it the measurement of docs/performance.md: first
 // E2E_FANOUT_IDLE (5m) of an idle `run` with the DaemonSet's config and
 // GOMEMLIMIT (RSS and CPU from /proc), then E2E_FANOUT_CHURN (3m) of
-// E2E_FANOUT_RATE (100) EndpointSlice changes a second:
+// E2E_FANOUT_RATE (100) EndpointSlice changes a second; with
+// E2E_FANOUT_CPUPROFILE=file, a CPU profile of the idle agent (--profiling):
 //
 //	E2E_FANOUT=1 E2E_RUN=TestAPIFanout make e2e
 func TestAPIFanout(t *testing.T) {
@@ -125,6 +126,30 @@ func TestAPIFanout(t *testing.T) {
 
 	if idle > 0 {
 		t0 := time.Now()
+		profiled := make(chan struct{})
+		if path := os.Getenv("E2E_FANOUT_CPUPROFILE"); path != "" {
+			go func() {
+				defer close(profiled)
+				u := strings.TrimSuffix(metricsURL, "/metrics") + fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(idle.Seconds())-10)
+				resp, err := http.Get(u)
+				if err != nil {
+					t.Errorf("cpu profile: %v", err)
+					return
+				}
+				defer resp.Body.Close()
+				b, err := io.ReadAll(resp.Body)
+				if err != nil || resp.StatusCode != 200 {
+					t.Errorf("cpu profile: %d %v", resp.StatusCode, err)
+					return
+				}
+				if err := os.WriteFile(path, b, 0o600); err != nil {
+					t.Errorf("cpu profile: %v", err)
+				}
+			}()
+		} else {
+			close(profiled)
+		}
+		defer func() { <-profiled }()
 		r0, cpu0 := procRSS(agent.Process.Pid), procCPU(agent.Process.Pid)
 		var maxRSS procMem
 		for time.Since(t0) < idle {
@@ -302,6 +327,9 @@ func startFanoutAgent(t *testing.T, c *harness.Cluster, bin, kubeconfig string, 
 	}
 	cmd := exec.Command(bin, "run", "--config", cfg, "--kubeconfig", kubeconfig, "--node-name", c.NodeName,
 		"--runtime-endpoint", c.CRIEndpoint)
+	if os.Getenv("E2E_FANOUT_CPUPROFILE") != "" {
+		cmd.Args = append(cmd.Args, "--profiling")
+	}
 	cmd.Env = append(os.Environ(), "GOMEMLIMIT="+manifestGOMEMLIMIT(t))
 	if gctrace {
 		cmd.Env = append(cmd.Env, "GODEBUG=gctrace=1")
@@ -333,7 +361,9 @@ func startFanoutAgent(t *testing.T, c *harness.Cluster, bin, kubeconfig string, 
 // changes the API server accepted.
 func churnEndpointSlices(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns string, services int, perSec float64, d time.Duration) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, d)
+	// stop ends the churn; the requests get ctx, so that client-go's own
+	// rate limiter never refuses one for the deadline being near.
+	stop, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	lim := rate.NewLimiter(rate.Limit(perSec), 1)
 	var done atomic.Int64
@@ -357,7 +387,7 @@ func churnEndpointSlices(ctx context.Context, t *testing.T, cs kubernetes.Interf
 				mine = append(mine, sl)
 			}
 			for n := 0; ; n++ {
-				if lim.Wait(ctx) != nil {
+				if lim.Wait(stop) != nil {
 					return
 				}
 				sl := mine[n%len(mine)]
