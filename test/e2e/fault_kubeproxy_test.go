@@ -215,6 +215,11 @@ func TestFaultKubeProxy(t *testing.T) {
 		t.Run("reader hangs ("+how+")", func(t *testing.T) {
 			before := a.counters(t, "kube-proxy-rules")
 			tools.hang(t, how)
+			// An unchanged ruleset is not read again: a new Service makes
+			// kube-proxy write, and the next round read.
+			if _, err := c.CreateService(ctx, ns, "hang-"+how, map[string]string{"app": "hang-" + how}, 80, 8080); err != nil {
+				t.Fatal(err)
+			}
 			start := time.Now()
 			a.waitStatus(t, "kube-proxy-rules", "error", bound)
 			t.Logf("kube-proxy-rules could not run %s after the reader hung", time.Since(start).Round(100*time.Millisecond))
