@@ -130,7 +130,7 @@ func TestAPIFanout(t *testing.T) {
 		if path := os.Getenv("E2E_FANOUT_CPUPROFILE"); path != "" {
 			go func() {
 				defer close(profiled)
-				u := strings.TrimSuffix(metricsURL, "/metrics") + fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(idle.Seconds())-10)
+				u := strings.TrimSuffix(metricsURL, "/metrics") + fmt.Sprintf("/debug/pprof/profile?seconds=%d", max(1, int(idle.Seconds())-10))
 				resp, err := http.Get(u)
 				if err != nil {
 					t.Errorf("cpu profile: %v", err)
